@@ -1,0 +1,460 @@
+"""tiffin vs Feast 0.67: same workload, same run, one table.
+
+    .venv/bin/python benchmarks/run.py [--scale 1.0] [--phases apply,historical,...]
+
+Every phase of every library runs in its own fresh child process
+(benchmarks/side.py) under that library's virtualenv; sides are interleaved
+(tiffin apply, Feast apply, tiffin historical, ...).  The child times the call
+in-process; the parent takes the child's peak RSS from wait4().  Results go to
+benchmarks/results/latest.json and latest.md.  See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import gen_data  # noqa: E402
+
+PHASES = ["apply", "historical", "materialize", "online_1", "online_100"]
+LIBS = ["tiffin", "feast"]
+LABEL = {"tiffin": "tiffin", "feast": "Feast"}
+
+
+# --------------------------------------------------------------------------- running
+
+def run_child(python: str, lib: str, phase: str, repo: str, data: str, out_json: str,
+              log_path: str, extra: list[str]) -> dict:
+    cmd = [python, os.path.join(HERE, "side.py"), "--lib", lib, "--phase", phase,
+           "--repo", repo, "--data", data, "--out", out_json, *extra]
+    if os.path.exists(out_json):
+        os.remove(out_json)
+    env = dict(os.environ)
+    env.setdefault("PYTHONHASHSEED", "0")
+    with open(log_path, "w") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from re-waiting
+    res: dict = {}
+    if os.path.exists(out_json):
+        with open(out_json) as f:
+            res = json.load(f)
+    res["peak_rss_kib"] = ru.ru_maxrss  # KiB on Linux
+    res["process_wall_seconds"] = wall
+    res["exit_code"] = proc.returncode
+    res["log"] = os.path.relpath(log_path, ROOT)
+    if proc.returncode != 0 or not res.get("ok"):
+        res["ok"] = False
+        if "error" not in res:
+            with open(log_path) as f:
+                tail = f.read()[-4000:]
+            res["error"] = f"child exited with {proc.returncode}"
+            res["traceback"] = tail
+    return res
+
+
+# --------------------------------------------------------------------------- exactness
+
+def compare_historical(entity_path: str, paths: dict[str, str]) -> dict:
+    """Row-by-row comparison of the two historical results.
+
+    Both frames are checked for keeping entity_df's row order, then aligned by
+    row_id.  Values are compared after casting both sides to a common Arrow
+    type; null == null, NaN counts as null (pandas writes missing floats as NaN).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ent = pq.read_table(entity_path)
+    n = ent.num_rows
+    out: dict = {"entity_rows": n, "order_kept": {}, "row_counts": {}}
+    tabs = {}
+    for lib, p in paths.items():
+        t = pq.read_table(p)
+        out["row_counts"][lib] = t.num_rows
+        if "row_id" in t.column_names:
+            out["order_kept"][lib] = t.num_rows == n and t["row_id"].equals(ent["row_id"])
+            t = t.sort_by("row_id")
+        else:
+            out["order_kept"][lib] = None
+        tabs[lib] = t
+    a, b = tabs["tiffin"], tabs["feast"]
+    cols_a, cols_b = set(a.column_names), set(b.column_names)
+    out["only_in_tiffin"] = sorted(cols_a - cols_b)
+    out["only_in_feast"] = sorted(cols_b - cols_a)
+    out["dtype_differences"] = {}
+    per_col: dict[str, int] = {}
+    if a.num_rows != b.num_rows:
+        out["exact"] = False
+        out["mismatching_cells"] = None
+        out["reason"] = f"row counts differ: tiffin {a.num_rows}, Feast {b.num_rows}"
+        return out
+    if "row_id" in cols_a and "row_id" in cols_b and not a["row_id"].equals(b["row_id"]):
+        out["exact"] = False
+        out["mismatching_cells"] = None
+        out["reason"] = "row_id sets differ"
+        return out
+
+    def norm(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type):
+            col = col.cast(pa.string())
+        if not col.type.equals(target):
+            col = col.cast(target, safe=False)
+        if pa.types.is_floating(col.type):
+            nan = pc.is_nan(col)
+            col = pc.if_else(pc.fill_null(nan, False), pa.scalar(None, col.type), col)
+        return col
+
+    def common(ta: pa.DataType, tb: pa.DataType) -> pa.DataType:
+        for t in (ta, tb):
+            if pa.types.is_dictionary(t):
+                return common(ta.value_type if pa.types.is_dictionary(ta) else ta,
+                              tb.value_type if pa.types.is_dictionary(tb) else tb)
+        if ta.equals(tb):
+            return ta
+        if pa.types.is_timestamp(ta) and pa.types.is_timestamp(tb):
+            return pa.timestamp("ns", tz="UTC")
+        numeric = (pa.types.is_integer, pa.types.is_floating)
+        if any(f(ta) for f in numeric) and any(f(tb) for f in numeric):
+            return pa.float64()
+        if all(pa.types.is_string(t) or pa.types.is_large_string(t)
+               or pa.types.is_string_view(t) for t in (ta, tb)):
+            return pa.string()
+        return pa.string()
+
+    total = 0
+    for c in sorted(cols_a & cols_b):
+        ta, tb = a[c].type, b[c].type
+        if not ta.equals(tb):
+            out["dtype_differences"][c] = {"tiffin": str(ta), "feast": str(tb)}
+        tgt = common(ta, tb)
+        try:
+            x, y = norm(a[c], tgt), norm(b[c], tgt)
+        except Exception as e:  # incomparable types: every cell counts
+            per_col[c] = a.num_rows
+            out.setdefault("errors", {})[c] = str(e)
+            total += a.num_rows
+            continue
+        xn, yn = pc.is_null(x), pc.is_null(y)
+        eq = pc.fill_null(pc.equal(x, y), False)
+        both_null = pc.and_(xn, yn)
+        ok = pc.or_(eq, both_null)
+        bad = a.num_rows - pc.sum(ok.cast(pa.int64())).as_py()
+        if bad:
+            per_col[c] = bad
+            total += bad
+    out["mismatches_by_column"] = per_col
+    out["mismatching_cells"] = total
+    out["exact"] = total == 0 and not out["only_in_tiffin"] and not out["only_in_feast"]
+    # a little context for humans: how sparse were the results
+    nulls = {}
+    for lib, t in tabs.items():
+        nulls[lib] = {c: t[c].null_count for c in t.column_names
+                      if c not in ("row_id", "driver_id", "customer_id", "event_timestamp",
+                                   "label")}
+    out["null_counts"] = nulls
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+def machine_info() -> dict:
+    info = {
+        "nproc": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        info["nproc"] = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
+    except Exception:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    info["mem_total_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def _fmt(v, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit == "MiB":
+        return f"{v:,.0f}"
+    if unit == "ms":
+        return f"{v:.3f}"
+    return f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
+
+
+def _ratio(a, b) -> str:
+    if a is None or b is None or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    rows = []
+    for phase in PHASES:
+        rs = {lib: results.get(lib, {}).get(phase) for lib in LIBS}
+        if not any(rs.values()):
+            continue
+
+        def get(lib, key):
+            r = rs.get(lib)
+            return r.get(key) if r and r.get("ok") else None
+
+        def rss(lib):
+            r = rs.get(lib)
+            return r["peak_rss_kib"] / 1024 if r and r.get("ok") and "peak_rss_kib" in r else None
+
+        def status(lib, v, unit):
+            r = rs.get(lib)
+            if r is None:
+                return "-"
+            if not r.get("ok"):
+                return "FAILED" if not r.get("skipped") else "skipped"
+            return _fmt(v, unit)
+
+        rt, rf = rss("tiffin"), rss("feast")
+        mem = [status("tiffin", rt, "MiB"), status("feast", rf, "MiB"), _ratio(rt, rf)]
+        if phase.startswith("online"):
+            for i, q in enumerate(("p50", "p99")):
+                vt, vf = get("tiffin", f"{q}_ms"), get("feast", f"{q}_ms")
+                rows.append([f"{phase} {q} (ms)", status("tiffin", vt, "ms"),
+                             status("feast", vf, "ms"), _ratio(vt, vf),
+                             *(mem if i == 0 else ["", "", ""])])
+        else:
+            vt, vf = get("tiffin", "seconds"), get("feast", "seconds")
+            rows.append([f"{phase} (s)", status("tiffin", vt, "s"), status("feast", vf, "s"),
+                         _ratio(vt, vf), *mem])
+    return rows
+
+
+HEADER = ["phase", "tiffin", "Feast", "tiffin/Feast", "tiffin peak RSS MiB",
+          "Feast peak RSS MiB", "RSS tiffin/Feast"]
+
+
+def render_text(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(HEADER), sep, *map(line, rows)])
+
+
+def render_md(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(HEADER) + " |",
+           "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def summary_lines(report: dict) -> list[str]:
+    lines = []
+    m = report["machine"]
+    lines.append(f"date: {report['date']}")
+    lines.append(f"machine: {m.get('nproc')} cores, {m.get('mem_total_gib')} GiB, "
+                 f"{m.get('cpu', '?')}, {m.get('platform')}")
+    d = report["data"]
+    lines.append(
+        f"workload: scale {d['scale']}: drivers {d['drivers_table']['rows']:,} rows "
+        f"({d['drivers']:,} drivers), customers {d['customers_table']['rows']:,} rows "
+        f"({d['customers']:,} customers), entity_df {d['entity_table']['rows']:,} rows")
+    for lib in LIBS:
+        v = report["versions"].get(lib)
+        if v:
+            lines.append(f"{LABEL[lib]} side: " + ", ".join(f"{k} {x}" for k, x in v.items()))
+    for lib in LIBS:
+        r = report["results"].get(lib, {}).get("materialize")
+        if r and r.get("ok"):
+            lines.append(f"materialize {LABEL[lib]}: {r['source_rows']:,} source rows, "
+                         f"{r['rows_per_second']:,.0f} rows/s")
+    ex = report.get("exactness")
+    if ex:
+        if ex.get("mismatching_cells") is None and "reason" in ex:
+            lines.append(f"exact: no ({ex['reason']})")
+        else:
+            lines.append(f"exact: {'yes' if ex['exact'] else 'no'} "
+                         f"({ex['mismatching_cells']} mismatching cells)")
+        if ex.get("mismatches_by_column"):
+            lines.append(f"  mismatches by column: {ex['mismatches_by_column']}")
+        if ex.get("only_in_tiffin") or ex.get("only_in_feast"):
+            lines.append(f"  columns only in tiffin: {ex['only_in_tiffin']}; "
+                         f"only in Feast: {ex['only_in_feast']}")
+        if ex.get("dtype_differences"):
+            lines.append(f"  dtype differences (values compared after casting): "
+                         f"{ex['dtype_differences']}")
+        lines.append(f"  entity_df row order kept: "
+                     + ", ".join(f"{LABEL[k]} {v}" for k, v in ex["order_kept"].items()))
+    for lib in LIBS:
+        for phase, r in report["results"].get(lib, {}).items():
+            if not r.get("ok") and not r.get("skipped"):
+                lines.append(f"FAILED {LABEL[lib]} {phase}: {r.get('error')} (log: {r.get('log')})")
+    return lines
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_phases(s: str) -> list[str]:
+    out = []
+    for p in (x.strip() for x in s.split(",") if x.strip()):
+        if p == "all":
+            out += PHASES
+        elif p == "online":
+            out += ["online_1", "online_100"]
+        elif p in PHASES:
+            out.append(p)
+        else:
+            raise SystemExit(f"unknown phase {p!r}; choose from {PHASES} or 'online', 'all'")
+    return [p for p in PHASES if p in out]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="workload size factor (1.0 = 6.5M + 6M source rows, 1M entity rows)")
+    ap.add_argument("--phases", default="all",
+                    help="comma list of apply,historical,materialize,online_1,online_100 "
+                         "(or 'online', 'all'); later phases need the earlier ones' state")
+    ap.add_argument("--libs", default="tiffin,feast", help="which sides to run")
+    ap.add_argument("--tiffin-python", default=os.path.join(ROOT, ".venv", "bin", "python"))
+    ap.add_argument("--feast-python", default=os.path.join(ROOT, ".venv-feast", "bin", "python"))
+    ap.add_argument("--data", default=None, help="data cache dir (default benchmarks/.data/scale-S)")
+    ap.add_argument("--work", default=os.path.join(HERE, ".work"),
+                    help="feature repos and child logs")
+    ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    ap.add_argument("--online-calls-1", type=int, default=3000)
+    ap.add_argument("--online-calls-100", type=int, default=500)
+    ap.add_argument("--online-warmup", type=int, default=200)
+    a = ap.parse_args()
+
+    phases = parse_phases(a.phases)
+    libs = [x.strip() for x in a.libs.split(",") if x.strip()]
+    for lib in libs:
+        if lib not in LIBS:
+            raise SystemExit(f"unknown lib {lib!r}")
+    pythons = {"tiffin": a.tiffin_python, "feast": a.feast_python}
+    for lib in libs:
+        if not os.path.exists(pythons[lib]):
+            hint = " (run: bash benchmarks/setup_feast.sh)" if lib == "feast" else \
+                " (run: make install)"
+            raise SystemExit(f"{LABEL[lib]} interpreter not found: {pythons[lib]}{hint}")
+
+    scale_tag = f"scale-{a.scale:g}"
+    data = os.path.abspath(a.data or os.path.join(HERE, ".data", scale_tag))
+    t0 = time.perf_counter()
+    meta = gen_data.generate(data, a.scale)
+    print(f"data: {data} ({'reused' if meta['reused'] else 'generated'} "
+          f"in {time.perf_counter() - t0:.1f}s)", flush=True)
+
+    work = os.path.abspath(os.path.join(a.work, scale_tag))
+    logs = os.path.join(work, "logs")
+    os.makedirs(logs, exist_ok=True)
+    repos = {lib: os.path.join(work, lib) for lib in libs}
+    if "apply" in phases:
+        for lib in libs:  # start every full run from an empty repo
+            shutil.rmtree(repos[lib], ignore_errors=True)
+    for lib in libs:
+        os.makedirs(repos[lib], exist_ok=True)
+
+    extra = ["--online-calls-1", str(a.online_calls_1), "--online-calls-100",
+             str(a.online_calls_100), "--online-warmup", str(a.online_warmup)]
+    results: dict = {lib: {} for lib in libs}
+    broken: dict = {}
+    for phase in phases:
+        for lib in libs:
+            if lib in broken:
+                results[lib][phase] = {"ok": False, "skipped": True,
+                                       "error": f"skipped: {broken[lib]} failed"}
+                continue
+            print(f"[{datetime.now():%H:%M:%S}] {LABEL[lib]:6s} {phase} ...", end=" ",
+                  flush=True)
+            r = run_child(pythons[lib], lib, phase, repos[lib], data,
+                          os.path.join(work, f"{lib}-{phase}.json"),
+                          os.path.join(logs, f"{lib}-{phase}.log"), extra)
+            results[lib][phase] = r
+            if r.get("ok"):
+                extra_s = (f"p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms"
+                           if phase.startswith("online") else f"{r['seconds']:.2f} s")
+                print(f"{extra_s}, peak RSS {r['peak_rss_kib'] / 1024:,.0f} MiB "
+                      f"(process {r['process_wall_seconds']:.1f} s)", flush=True)
+            else:
+                print(f"FAILED: {r.get('error')}", flush=True)
+                tb = r.get("traceback")
+                if tb:
+                    print("    " + tb.strip().replace("\n", "\n    "), flush=True)
+                if phase in ("apply", "materialize"):
+                    broken[lib] = phase  # later phases depend on this state
+
+    versions = {}
+    for lib in libs:
+        for r in results[lib].values():
+            if r.get("versions"):
+                versions[lib] = r["versions"]
+                break
+
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": versions,
+        "data": {k: v for k, v in meta.items() if k != "reused"},
+        "data_dir": data,
+        "phases": phases,
+        "results": results,
+    }
+    hist = {lib: results.get(lib, {}).get("historical", {}) for lib in LIBS}
+    if all(h.get("ok") and h.get("result_parquet") for h in hist.values()):
+        report["exactness"] = compare_historical(
+            os.path.join(data, "entity_df.parquet"),
+            {lib: hist[lib]["result_parquet"] for lib in LIBS})
+
+    rows = table_rows(results)
+    text = render_text(rows)
+    lines = summary_lines(report)
+    print()
+    print(text)
+    print()
+    print("\n".join(lines))
+
+    os.makedirs(a.results, exist_ok=True)
+    with open(os.path.join(a.results, "latest.json"), "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    with open(os.path.join(a.results, "latest.md"), "w") as f:
+        f.write(f"# tiffin vs Feast benchmark ({report['date']})\n\n")
+        f.write(render_md(rows) + "\n\n")
+        f.write("\n".join(f"- {x}" for x in lines) + "\n")
+    print(f"\nwrote {os.path.relpath(os.path.join(a.results, 'latest.json'), ROOT)} "
+          f"and latest.md")
+    failed = any(not r.get("ok") for lib in libs for r in results[lib].values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

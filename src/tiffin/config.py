@@ -1,0 +1,266 @@
+"""``feature_store.yaml`` as typed models.
+
+Each backend owns its config class (``type:`` picks it, like a discriminated
+union whose members come from entry points). Unknown keys are rejected with a
+did-you-mean; keys Feast has but tiffin does not use are accepted with a
+warning, so a Feast repository loads unchanged. ``${VAR}`` and
+``${VAR:-default}`` in string values are expanded from the environment;
+secrets are ``SecretStr`` and print as ``**********``.
+
+>>> cfg = RepoConfig(project="demo", registry="data/registry.db")
+>>> cfg.online_store.type, cfg.offline_store.type
+('sqlite', 'duckdb')
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from functools import lru_cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from tiffin.errors import ConfigError, UnknownBackendError, did_you_mean
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, where: str = "") -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where or 'config'}: environment variable {name} is not set",
+                              hint=f"export {name}=... or write ${{{name}:-default}}")
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def check_keys(data: dict[str, Any], model: type[BaseModel], where: str,
+               feast_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Reject unknown keys with a did-you-mean; drop Feast-only keys with a warning."""
+    known = set(model.model_fields)
+    out = {}
+    for key, value in data.items():
+        if key in known:
+            out[key] = value
+        elif key in feast_keys:
+            warnings.warn(f"{where}: {key!r} is a Feast setting that tiffin does not use; "
+                          "ignored", UserWarning, stacklevel=4)
+        else:
+            raise ConfigError(f"{where}: unknown key {key!r}",
+                              hint=did_you_mean(key, known | feast_keys)
+                              or f"valid keys: {', '.join(sorted(known))}")
+    return out
+
+
+class BackendConfig(BaseModel):
+    """Base of every backend's config. Subclasses set ``type`` and may list Feast-only keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    feast_keys: ClassVar[frozenset[str]] = frozenset()
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+    def store_class(self) -> type:
+        """The backend's implementation; imported here, lazily, so drivers load only when used."""
+        raise NotImplementedError
+
+
+GROUPS = {"online_store": "tiffin.online_stores", "offline_store": "tiffin.offline_stores",
+          "batch_engine": "tiffin.engines"}
+
+
+@lru_cache(maxsize=None)
+def backends(group: str) -> dict[str, type[BackendConfig]]:
+    """``type`` name -> config class, from installed entry points (aliases included)."""
+    found: dict[str, type[BackendConfig]] = {}
+    for ep in entry_points(group=group):
+        cls = ep.load()
+        found[ep.name] = cls
+        for alias in cls.aliases:
+            found.setdefault(alias, cls)
+    if not found:
+        raise ConfigError(f"no backends registered for {group}",
+                          hint="install tiffin as a package: pip install -e .")
+    return found
+
+
+def parse_backend(section: str, value: Any, default_type: str) -> BackendConfig | None:
+    group = GROUPS[section]
+    if isinstance(value, BackendConfig):
+        return value
+    if value is None:
+        value = {"type": default_type}
+    if isinstance(value, str):
+        value = {"type": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{section}: expected a mapping with a 'type' key, got {value!r}")
+    value = dict(value)
+    type_name = str(value.get("type", default_type))
+    registered = backends(group)
+    if type_name not in registered:
+        hint = did_you_mean(type_name, registered) or \
+            f"installed: {', '.join(sorted(registered))} (others come with extras, e.g. " \
+            f"pip install 'tiffin[{type_name.split('.')[0]}]')"
+        raise UnknownBackendError(f"{section}: unknown type {type_name!r}", hint=hint)
+    cls = registered[type_name]
+    value["type"] = cls.model_fields["type"].default  # aliases resolve to the canonical name
+    value = check_keys(value, cls, section, cls.feast_keys)
+    try:
+        return cls.model_validate(value)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, section)) from None
+
+
+def _format_validation(e: ValidationError, prefix: str) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class RegistryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registry_type: str = "file"
+    path: str
+    cache_ttl_seconds: float = 600.0  # 0: never refresh on its own (Feast's meaning too)
+
+    feast_keys: ClassVar[frozenset[str]] = frozenset({
+        "registry_store_type", "cache_mode", "s3_additional_kwargs", "purge_feast_metadata",
+        "enable_online_feature_view_versioning", "serve_features_while_materializing", "mcp",
+        "sqlalchemy_config_kwargs", "thread_pool_executor_worker_count", "schema_mode",
+        "read_path"})
+
+    @field_validator("registry_type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v != "file":
+            raise ValueError(f"registry_type {v!r} is not supported yet (supported: file)")
+        return v
+
+
+class RepoConfig(BaseModel):
+    """The whole ``feature_store.yaml``. Construct it like Feast's ``RepoConfig(...)``."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    project: str
+    project_description: str = ""
+    registry: RegistryConfig
+    provider: str = "local"
+    online_store: BackendConfig | None = None
+    offline_store: BackendConfig
+    batch_engine: BackendConfig
+    entity_key_serialization_version: int = 3
+    repo_path: Path | None = None
+
+    feast_keys: ClassVar[frozenset[str]] = frozenset({
+        "auth", "feature_server", "flags", "coerce_tz_aware", "materialization", "openlineage",
+        "mlflow", "embedding_model", "data_quality_monitoring", "go_feature_serving",
+        "go_feature_retrieval"})
+
+    def __init__(self, **data: Any):
+        # Key checks and backend resolution run before pydantic so their ConfigErrors (with
+        # hints) reach the caller as they are instead of wrapped in a ValidationError.
+        data = self._resolve(data)
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise ConfigError(_format_validation(e, "feature_store.yaml")) from None
+
+    @classmethod
+    def _resolve(cls, data: dict[str, Any]) -> dict[str, Any]:
+        data = check_keys(expand_env(dict(data)), cls, "feature_store.yaml", cls.feast_keys)
+        if "registry" in data:
+            reg = data["registry"]
+            if isinstance(reg, str):
+                reg = {"path": reg}
+            if isinstance(reg, dict):
+                data["registry"] = check_keys(reg, RegistryConfig, "registry",
+                                              RegistryConfig.feast_keys)
+        if "online_store" not in data:
+            data["online_store"] = {"type": "sqlite"}
+        if data["online_store"] is not None:
+            data["online_store"] = parse_backend("online_store", data["online_store"], "sqlite")
+        data["offline_store"] = parse_backend("offline_store", data.get("offline_store"), "duckdb")
+        data["batch_engine"] = parse_backend("batch_engine", data.get("batch_engine"), "local")
+        return data
+
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", v):
+            raise ValueError(f"project name {v!r} must be letters, digits, '_' or '-', "
+                             "starting with a letter or digit")
+        return v
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, v: str) -> str:
+        if v not in ("local", "gcp", "aws", "azure"):
+            raise ValueError(f"provider {v!r} is not known; use 'local'")
+        if v != "local":
+            warnings.warn(f"provider {v!r} is accepted for Feast compatibility and behaves as "
+                          "'local': the stores configured below are used", UserWarning,
+                          stacklevel=2)
+        return v
+
+    @field_validator("entity_key_serialization_version")
+    @classmethod
+    def _eksv(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError("entity_key_serialization_version below 2 is not supported")
+        return v
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from the yaml, relative to the repository directory."""
+        p = Path(path)
+        if p.is_absolute() or self.repo_path is None:
+            return p
+        return self.repo_path / p
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved config with secrets masked (for ``tiffin configuration``)."""
+        return self.model_dump(mode="json", exclude={"repo_path"})
+
+
+YAML_NAME = "feature_store.yaml"
+
+
+def load_repo_config(repo_path: str | os.PathLike, fs_yaml_file: str | os.PathLike | None = None
+                     ) -> RepoConfig:
+    """Read and validate ``feature_store.yaml`` from a repository directory."""
+    repo_path = Path(repo_path).resolve()
+    path = Path(fs_yaml_file) if fs_yaml_file else repo_path / YAML_NAME
+    if not path.exists():
+        raise ConfigError(f"no {path.name} in {path.parent}",
+                          hint="run inside a feature repository, pass --chdir, or create one "
+                               "with `tiffin init`")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    raw.pop("repo_path", None)
+    try:
+        return RepoConfig(**raw, repo_path=repo_path)
+    except ConfigError as e:
+        raise ConfigError(f"{path.name}: {e.message}", hint=e.hint) from None

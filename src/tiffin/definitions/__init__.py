@@ -1,0 +1,16 @@
+"""Feature repository objects, with Feast 0.67's names and arguments."""
+
+from tiffin.definitions.base import Definition
+from tiffin.definitions.entity import Entity
+from tiffin.definitions.feature_service import FeatureService, Project
+from tiffin.definitions.feature_view import BatchFeatureView, FeatureView, Projection
+from tiffin.definitions.field import Field
+from tiffin.definitions.sources import (
+    DataSource, FileSource, ParquetFormat, PushSource, RequestSource,
+)
+
+__all__ = [
+    "Definition", "Entity", "Field", "FeatureView", "BatchFeatureView", "Projection",
+    "FeatureService", "Project", "DataSource", "FileSource", "ParquetFormat", "PushSource",
+    "RequestSource",
+]

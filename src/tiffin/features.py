@@ -1,0 +1,128 @@
+"""Turning a request's feature references into per-view work.
+
+``["driver_stats:conv_rate", "customer:spend"]`` or a FeatureService become a
+list of :class:`ViewRequest` (one per view, in first-mention order) and a list
+of output column names in request order. Shared by historical and online
+retrieval so both name, order and validate features the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from tiffin.definitions import FeatureService, FeatureView, Field
+from tiffin.errors import (
+    FeatureNameCollisionError, FeatureNotFoundError, FeatureServiceNotFoundError,
+    FeatureViewNotFoundError, RequestError, did_you_mean,
+)
+
+
+@dataclass
+class ViewRequest:
+    view: FeatureView
+    name: str  # projected name (alias) used for full feature names
+    features: list[Field]  # in request order
+    output_names: list[str]  # same length as features
+    join_keys: list[str]  # the view's join keys, as stored
+    entity_columns: list[str]  # the request columns that feed them (join_key_map applied)
+
+
+@dataclass
+class FeaturePlan:
+    views: list[ViewRequest]
+    output_names: list[str]  # all feature outputs, in request order
+
+    @property
+    def entity_columns(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for v in self.views:
+            for c in v.entity_columns:
+                seen.setdefault(c)
+        return list(seen)
+
+
+def _parse_ref(ref: str) -> tuple[str, str]:
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        raise RequestError(f"feature reference {ref!r} must look like 'view:feature'")
+    view, feature = ref.split(":")
+    if not view or not feature:
+        raise RequestError(f"feature reference {ref!r} must look like 'view:feature'")
+    return view, feature
+
+
+def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
+                  full_feature_names: bool = False,
+                  reserved_names: Sequence[str] = ()) -> FeaturePlan:
+    """Resolve references against a registry snapshot; raise clear errors for bad ones."""
+    if isinstance(features, str) and ":" not in features:
+        features = snapshot.get("feature_services", features)
+    # (projected view name) -> (view, projection join-key map, [feature names])
+    groups: dict[str, tuple[FeatureView, dict[str, str], list[str]]] = {}
+    order: list[tuple[str, str]] = []
+    if isinstance(features, FeatureService):
+        for proj in features.projections:
+            view = snapshot.get("feature_views", proj["view"])
+            name = proj.get("name_alias") or view.name
+            wanted = proj["features"] if proj["features"] is not None else \
+                [f.name for f in view.features]
+            groups.setdefault(name, (view, proj.get("join_key_map") or {}, []))
+            for f in wanted:
+                order.append((name, f))
+    else:
+        if isinstance(features, (str, bytes)) or not isinstance(features, Sequence):
+            raise RequestError("features must be a list of 'view:feature' strings or a "
+                               f"FeatureService, got {type(features).__name__}")
+        if not features:
+            raise RequestError("no features requested", hint="pass features=['view:feature']")
+        view_names = snapshot.names("feature_views")
+        for ref in features:
+            vname, fname = _parse_ref(ref)
+            if vname not in groups:
+                if vname not in view_names:
+                    services = snapshot.names("feature_services")
+                    hint = did_you_mean(vname, view_names)
+                    if hint is None and vname in services:
+                        hint = f"{vname!r} is a feature service: pass it as features=..."
+                    raise FeatureViewNotFoundError(vname, view_names,
+                                                   project=snapshot.project, hint=hint)
+                groups[vname] = (snapshot.get("feature_views", vname), {}, [])
+            order.append((vname, fname))
+
+    requests: dict[str, ViewRequest] = {}
+    output_names: list[str] = []
+    seen_refs: set[tuple[str, str]] = set()
+    for vname, fname in order:
+        if (vname, fname) in seen_refs:
+            continue  # asking twice for one feature returns it once, as Feast does
+        seen_refs.add((vname, fname))
+        view, jkm, _ = groups[vname]
+        by_name = {f.name: f for f in view.features}
+        if fname not in by_name:
+            raise FeatureNotFoundError(f"{vname}:{fname}", [f"{vname}:{n}" for n in by_name],
+                                       project=snapshot.project)
+        req = requests.get(vname)
+        if req is None:
+            keys = view.join_keys
+            req = requests[vname] = ViewRequest(view, vname, [], [], keys,
+                                                [jkm.get(k, k) for k in keys])
+        out = f"{vname}__{fname}" if full_feature_names else fname
+        req.features.append(by_name[fname])
+        req.output_names.append(out)
+        output_names.append(out)
+
+    clashes = {n for n in output_names if output_names.count(n) > 1}
+    if clashes:
+        raise FeatureNameCollisionError(
+            f"feature name(s) {sorted(clashes)} come from more than one feature view",
+            hint="pass full_feature_names=True to name them view__feature")
+    reserved = set(reserved_names) | {c for r in requests.values() for c in r.entity_columns}
+    clashes = {n for n in output_names if n in reserved}
+    if clashes:
+        raise FeatureNameCollisionError(
+            f"feature name(s) {sorted(clashes)} clash with entity columns",
+            hint="pass full_feature_names=True to name them view__feature")
+    return FeaturePlan(list(requests.values()), output_names)
+
+
+__all__ = ["ViewRequest", "FeaturePlan", "plan_features", "FeatureServiceNotFoundError"]

@@ -1,0 +1,1 @@
+"""Offline stores: the point-in-time join (``pit``) and the backends that run it."""

@@ -1,0 +1,239 @@
+"""The offline-store interface and the pieces every offline store shares.
+
+An offline store runs queries against data tiffin does not own. It answers
+four questions: what columns a source has (``source_schema``), the
+point-in-time join (``get_historical_features``), the latest row per entity in
+a time range (``pull_latest``, for materialization), and where its SQL
+dialect differs (``dialect``). Everything else (planning features, entity
+frames, naming, ordering) lives here once.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tiffin.config import BackendConfig, RepoConfig
+from tiffin.definitions import DataSource, FeatureView
+from tiffin.errors import DefinitionError, EntityDataFrameError, RequestError, did_you_mean
+from tiffin.features import FeaturePlan
+from tiffin.offline.pit import ENTITY_TS, ROW_ID, SourceColumns
+from tiffin.types import TIMESTAMP
+
+DEFAULT_TIMESTAMP_COLUMN = "event_timestamp"
+
+
+class RetrievalJob:
+    """A training set not yet computed. Nothing runs until you ask for the data.
+
+    >>> job = store.get_historical_features(entity_df, ["driver_stats:conv_rate"])  # doctest: +SKIP
+    >>> df = job.to_df()                                                             # doctest: +SKIP
+    """
+
+    def __init__(self, reader: Callable[[int], pa.RecordBatchReader], *,
+                 persist: Callable[[str], None] | None = None, sql: str | None = None,
+                 full_feature_names: bool = False, metadata: dict[str, Any] | None = None):
+        self._reader = reader
+        self._persist = persist
+        self._sql = sql
+        self.full_feature_names = full_feature_names
+        self.metadata = metadata or {}
+
+    def to_arrow_batches(self, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Stream the result in record batches without holding it all in memory."""
+        yield from self._reader(batch_rows)
+
+    def to_arrow(self, timeout: int | None = None) -> pa.Table:
+        return self._reader(1_000_000).read_all()
+
+    def to_df(self, timeout: int | None = None, **_feast_only: Any) -> Any:
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self) -> Any:
+        try:
+            import polars as pl
+        except ImportError:
+            from tiffin.errors import MissingDependencyError
+            raise MissingDependencyError("polars", "polars") from None
+        return pl.from_arrow(self.to_arrow())
+
+    def to_sql(self) -> str:
+        if self._sql is None:
+            raise NotImplementedError("this retrieval job has no SQL form")
+        return self._sql
+
+    def persist(self, storage: Any, allow_overwrite: bool = False, timeout: int | None = None
+                ) -> None:
+        """Write the result to a Parquet file, streaming (``storage`` is a path or has ``.path``)."""
+        path = str(getattr(storage, "path", storage))
+        if os.path.exists(path) and not allow_overwrite:
+            raise RequestError(f"{path} already exists", hint="pass allow_overwrite=True")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if self._persist is not None:
+            self._persist(path)
+            return
+        import pyarrow.parquet as pq
+        reader = self._reader(65_536)
+        with pq.ParquetWriter(path, reader.schema) as w:
+            for batch in reader:
+                w.write_batch(batch)
+
+
+class OfflineStore(ABC):
+    """Runs queries against batch data. Implement the four abstract methods."""
+
+    def __init__(self, config: BackendConfig, repo_config: RepoConfig):
+        self.config = config
+        self.repo_config = repo_config
+
+    @abstractmethod
+    def source_schema(self, source: DataSource) -> pa.Schema:
+        """The source's columns and types; raise DefinitionError when it cannot be read."""
+
+    @abstractmethod
+    def get_historical_features(self, entity: pa.Table, timestamp_column: str,
+                                plan: FeaturePlan, full_feature_names: bool) -> RetrievalJob:
+        """The point-in-time join of ``entity`` (normalized by ``prepare_entity``) and ``plan``."""
+
+    @abstractmethod
+    def pull_latest(self, view: FeatureView, start: datetime | None, end: datetime,
+                    batch_rows: int) -> pa.RecordBatchReader:
+        """Latest row per entity with start <= event_ts <= end, as ``online_batch_schema``."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    # -- shared helpers ------------------------------------------------------------------
+    def source_columns(self, source: DataSource, relation: str, logical: list[str]
+                       ) -> SourceColumns:
+        """Map logical names (features, join keys) to raw source columns and their types."""
+        schema = self.source_schema(source)
+        raw_by_logical = {v: k for k, v in source.field_mapping.items()}
+        columns = {name: raw_by_logical.get(name, name) for name in logical}
+        return SourceColumns(relation=relation, timestamp=source.timestamp_field,
+                             created=source.created_timestamp_column or None, columns=columns,
+                             arrow_types={f.name: f.type for f in schema})
+
+
+def online_batch_schema(view: FeatureView) -> pa.Schema:
+    """What materialization hands the online store: keys, features, event and created times."""
+    fields = [pa.field(f.name, f.dtype.to_arrow()) for f in view.entity_columns]
+    fields += [pa.field(f.name, f.dtype.to_arrow()) for f in view.features]
+    fields += [pa.field("__event_ts", TIMESTAMP), pa.field("__created_ts", TIMESTAMP)]
+    return pa.schema(fields)
+
+
+def to_arrow_table(data: Any, what: str = "entity_df") -> pa.Table:
+    """Accept a pandas/polars DataFrame, an Arrow table, a Parquet path or a dict of lists."""
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, (str, os.PathLike)):
+        import pyarrow.parquet as pq
+        if not os.path.exists(data):
+            raise RequestError(f"{what}: no such file {str(data)!r}",
+                               hint="pass a DataFrame, an Arrow table or a Parquet path")
+        return pq.read_table(data)
+    if isinstance(data, dict):
+        return pa.table(data)
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if module == "polars":
+        return data.to_arrow()
+    raise RequestError(f"{what} must be a DataFrame, an Arrow table or a Parquet path, "
+                       f"got {type(data).__name__}")
+
+
+def _to_utc(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    t = col.type
+    # Arrow stores instants as UTC epoch values, so a naive column (UTC, as in Feast) and a
+    # zoned one both become timestamp[us, UTC] by a plain cast; ns precision is truncated.
+    if pa.types.is_timestamp(t):
+        return pc.cast(col, TIMESTAMP, safe=False)
+    if pa.types.is_date(t):
+        return col.cast(pa.timestamp("us")).cast(TIMESTAMP)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        try:
+            return pc.cast(pc.cast(col, pa.timestamp("us")), TIMESTAMP)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    raise EntityDataFrameError(f"entity_df column {name!r} is {t}, not a timestamp")
+
+
+def prepare_entity(data: Any, plan: FeaturePlan) -> tuple[pa.Table, str]:
+    """Normalize entity_df: find its timestamp column, make it UTC, add row id and ``__ts``.
+
+    Returns the table and the timestamp column's name. Raises EntityDataFrameError for a
+    missing join key or an ambiguous timestamp column.
+    """
+    table = to_arrow_table(data)
+    names = table.column_names
+    for internal in (ROW_ID, ENTITY_TS):
+        if internal in names:
+            raise EntityDataFrameError(f"entity_df has a column named {internal!r}, which "
+                                       "tiffin reserves")
+    if DEFAULT_TIMESTAMP_COLUMN in names:
+        ts_col = DEFAULT_TIMESTAMP_COLUMN
+    else:
+        candidates = [f.name for f in table.schema
+                      if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
+        if len(candidates) != 1:
+            raise EntityDataFrameError(
+                f"entity_df has no {DEFAULT_TIMESTAMP_COLUMN!r} column and "
+                f"{'no' if not candidates else len(candidates)} datetime columns "
+                f"{candidates if candidates else ''}".rstrip(),
+                hint=f"name the row timestamps {DEFAULT_TIMESTAMP_COLUMN!r}")
+        ts_col = candidates[0]
+    for v in plan.views:
+        for key in v.entity_columns:
+            if key not in names:
+                raise EntityDataFrameError(
+                    f"entity_df has no column {key!r}, the join key of feature view "
+                    f"{v.name!r}", hint=did_you_mean(key, names) or f"columns are {names}")
+    ts = _to_utc(table.column(ts_col), ts_col)
+    table = table.set_column(names.index(ts_col), ts_col, ts)
+    table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
+    table = table.append_column(ENTITY_TS, ts.cast(pa.timestamp("us")))
+    return table, ts_col
+
+
+def entity_time_range(table: pa.Table) -> tuple[datetime | None, datetime | None]:
+    col = table.column(ENTITY_TS)
+    if col.null_count == len(col):
+        return None, None
+    mm = pc.min_max(col)
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    return lo.replace(tzinfo=timezone.utc), hi.replace(tzinfo=timezone.utc)
+
+
+def check_source_columns(view: FeatureView, schema: pa.Schema) -> None:
+    """Every column the view reads must exist in the source (after field_mapping)."""
+    src = view.source.batch
+    names = schema.names
+    raw_by_logical = {v: k for k, v in src.field_mapping.items()}
+    where = view.where()
+
+    def need(raw: str, role: str) -> None:
+        if raw not in names:
+            raise DefinitionError(
+                f"feature view {view.name!r}{where}: {role} {raw!r} is not a column of source "
+                f"{src.name!r}", hint=did_you_mean(raw, names) or f"source columns: {names}")
+
+    if not src.timestamp_field:
+        raise DefinitionError(f"source {src.name!r}{src.where()}: timestamp_field is not set",
+                              hint="set timestamp_field to the event time column")
+    need(src.timestamp_field, "timestamp_field")
+    if src.created_timestamp_column:
+        need(src.created_timestamp_column, "created_timestamp_column")
+    for key in view.join_keys:
+        need(raw_by_logical.get(key, key), "join key")
+    for f in view.features:
+        need(raw_by_logical.get(f.name, f.name), "feature")

@@ -1,0 +1,1 @@
+"""DuckDB offline store over Parquet files (Feast's ``file`` and ``duckdb`` types)."""

@@ -1,0 +1,255 @@
+"""The point-in-time join, written once and rendered per SQL dialect.
+
+Semantics (what the contract suite checks): for every entity row and every
+requested view, take the view's source row with the same join-key values,
+``event_ts <= row_ts`` and, when the view has a ttl, ``event_ts >= row_ts - ttl``;
+the newest ``event_ts`` wins and ties go to the newest created timestamp. No
+match gives nulls. Every entity row comes out exactly once, in input order.
+
+Two strategies render the same semantics:
+
+* ``asof``: dedupe each source on (keys, event_ts) by created timestamp, then
+  ``ASOF LEFT JOIN``; the ttl is checked on the one row the ASOF join picked
+  (it is the newest eligible row, so if it is too old every other row is too).
+  Linear-ish time, used where the engine has ASOF joins (DuckDB).
+* ``window``: range join on keys and the time window, ``ROW_NUMBER()`` per
+  entity row, keep the first. Portable SQL for engines without ASOF.
+
+The entity relation must already carry ``__row_id`` (input order) and ``__ts``
+(the row's timestamp as a UTC timestamp without zone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+
+from tiffin import types as T
+
+ROW_ID = "__row_id"
+ENTITY_TS = "__ts"
+EVENT_TS = "__event_ts"
+CREATED_TS = "__created_ts"
+
+
+class Dialect:
+    """What differs between SQL engines; subclasses register by ``name``."""
+
+    name = "ansi"
+    supports_asof = False
+    registry: dict[str, type["Dialect"]] = {}
+
+    def __init_subclass__(cls, **kw: object) -> None:
+        super().__init_subclass__(**kw)
+        Dialect.registry[cls.name] = cls
+
+    def quote(self, ident: str) -> str:
+        return '"' + ident.replace('"', '""') + '"'
+
+    def timestamp_literal(self, ts: datetime, zoned: bool) -> str:
+        ts = ts.astimezone(timezone.utc)
+        if zoned:
+            return f"TIMESTAMP WITH TIME ZONE '{ts.isoformat()}'"
+        return f"TIMESTAMP '{ts.replace(tzinfo=None).isoformat(sep=' ')}'"
+
+    def as_utc(self, expr: str, zoned: bool) -> str:
+        """An expression as a zone-less UTC timestamp (sessions run in UTC)."""
+        return f"CAST({expr} AS TIMESTAMP)"
+
+    def minus_seconds(self, expr: str, seconds: float) -> str:
+        return f"({expr} - INTERVAL '{int(seconds * 1_000_000)} microseconds')"
+
+    def sql_type(self, dtype: T.FeastType) -> str:
+        if isinstance(dtype, T.Array):
+            return self.sql_type(dtype.base_type) + "[]"
+        return {"Int32": "INTEGER", "Int64": "BIGINT", "Float32": "REAL", "Float64": "DOUBLE",
+                "String": "VARCHAR", "Bool": "BOOLEAN", "Bytes": "BLOB",
+                "UnixTimestamp": "TIMESTAMP WITH TIME ZONE"}[dtype.name]
+
+    def cast(self, expr: str, dtype: T.FeastType) -> str:
+        return f"CAST({expr} AS {self.sql_type(dtype)})"
+
+
+class DuckDBDialect(Dialect):
+    name = "duckdb"
+    supports_asof = True
+
+
+@dataclass
+class SourceColumns:
+    """How one view reads its source: logical name -> source column, and its Arrow types."""
+
+    relation: str  # SQL that yields the raw source rows (table name, subquery, table function)
+    timestamp: str
+    created: str | None
+    columns: dict[str, str]  # logical name -> raw source column (field_mapping applied)
+    arrow_types: dict[str, pa.DataType]  # raw source column -> type
+
+
+@dataclass
+class ViewJoin:
+    alias: str  # SQL-safe alias for this view's CTEs
+    source: SourceColumns
+    join_keys: list[str]  # logical names in the source
+    entity_keys: list[str]  # matching entity relation columns
+    features: list[tuple[str, str, T.FeastType]]  # (logical feature, output column, dtype)
+    ttl_seconds: float | None
+
+
+@dataclass
+class PointInTimeJoin:
+    entity_relation: str
+    entity_columns: list[str]  # output first, in this order (the original entity_df columns)
+    views: list[ViewJoin]
+    min_ts: datetime | None  # range of entity timestamps, to prune source scans
+    max_ts: datetime | None
+    strategy: str = "asof"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def _source_cte(self, d: Dialect, v: ViewJoin) -> str:
+        """The view's source rows: renamed columns, cast features, pruned to the time range."""
+        q = d.quote
+        src = v.source
+        zoned = _is_zoned(src, src.timestamp)
+        cols = [f"{q(src.columns[k])} AS {q('k' + str(i))}" for i, k in enumerate(v.join_keys)]
+        cols.append(f"{d.as_utc(q(src.timestamp), zoned)} AS {EVENT_TS}")
+        if src.created:
+            cols.append(f"{d.as_utc(q(src.created), _is_zoned(src, src.created))} "
+                        f"AS {CREATED_TS}")
+        for i, (logical, _, dtype) in enumerate(v.features):
+            raw = src.columns[logical]
+            expr = q(raw)
+            if not _same_type(src.arrow_types.get(raw), dtype):
+                expr = d.cast(expr, dtype)
+            cols.append(f"{expr} AS {q('f' + str(i))}")
+        where = [f"{q(src.timestamp)} IS NOT NULL"]
+        where += [f"{q(src.columns[k])} IS NOT NULL" for k in v.join_keys]
+        if self.max_ts is not None:
+            where.append(f"{q(src.timestamp)} <= {d.timestamp_literal(self.max_ts, zoned)}")
+        if self.min_ts is not None and v.ttl_seconds:
+            lower = self.min_ts - timedelta(seconds=v.ttl_seconds)
+            where.append(f"{q(src.timestamp)} >= {d.timestamp_literal(lower, zoned)}")
+        return (f"SELECT {', '.join(cols)} FROM {src.relation} AS src "
+                f"WHERE {' AND '.join(where)}")
+
+    def render(self, dialect: Dialect | str) -> str:
+        d = Dialect.registry[dialect]() if isinstance(dialect, str) else dialect
+        strategy = self.strategy
+        if strategy == "asof" and not d.supports_asof:
+            strategy = "window"
+        return self._render_asof(d) if strategy == "asof" else self._render_window(d)
+
+    def _select_outputs(self, d: Dialect, picks: dict[str, str]) -> str:
+        q = d.quote
+        out = [f"e.{q(c)}" for c in self.entity_columns]
+        for v in self.views:
+            for i, (_, name, _) in enumerate(v.features):
+                out.append(f"{picks[v.alias]}.{q('f' + str(i))} AS {q(name)}")
+        return ", ".join(out)
+
+    def _render_asof(self, d: Dialect) -> str:
+        q = d.quote
+        ctes, joins, picks = [], [], {}
+        for v in self.views:
+            src = self._source_cte(d, v)
+            keys = [q("k" + str(i)) for i in range(len(v.join_keys))]
+            if v.source.created:
+                # The ASOF join cannot break ties itself: keep one row per (keys, event_ts).
+                src = (f"SELECT * FROM ({src}) AS s QUALIFY ROW_NUMBER() OVER (PARTITION BY "
+                       f"{', '.join(keys + [EVENT_TS])} ORDER BY {CREATED_TS} DESC NULLS LAST)"
+                       " = 1")
+            ctes.append(f"{q(v.alias)} AS ({src})")
+            on = [f"e.{q(ek)} = {q(v.alias)}.{k}" for ek, k in zip(v.entity_keys, keys)]
+            on.append(f"e.{ENTITY_TS} >= {q(v.alias)}.{EVENT_TS}")
+            joins.append(f"ASOF LEFT JOIN {q(v.alias)} ON {' AND '.join(on)}")
+            picks[v.alias] = q(v.alias)
+        # ttl: the ASOF match is the newest eligible row; if it is too old, null the features.
+        outputs = []
+        for c in self.entity_columns:
+            outputs.append(f"e.{q(c)}")
+        for v in self.views:
+            a = q(v.alias)
+            for i, (_, name, _) in enumerate(v.features):
+                col = f"{a}.{q('f' + str(i))}"
+                if v.ttl_seconds:
+                    col = (f"CASE WHEN {a}.{EVENT_TS} >= "
+                           f"{d.minus_seconds('e.' + ENTITY_TS, v.ttl_seconds)} THEN {col} END")
+                outputs.append(f"{col} AS {q(name)}")
+        return (f"WITH {', '.join(ctes)} SELECT {', '.join(outputs)} "
+                f"FROM {self.entity_relation} AS e {' '.join(joins)} ORDER BY e.{ROW_ID}")
+
+    def _render_window(self, d: Dialect) -> str:
+        q = d.quote
+        ctes, joins, picks = [], [], {}
+        for v in self.views:
+            src_alias, match_alias = q(v.alias + "__src"), q(v.alias + "__match")
+            ctes.append(f"{src_alias} AS ({self._source_cte(d, v)})")
+            on = [f"e.{q(ek)} = s.{q('k' + str(i))}" for i, ek in enumerate(v.entity_keys)]
+            on.append(f"s.{EVENT_TS} <= e.{ENTITY_TS}")
+            if v.ttl_seconds:
+                on.append(f"s.{EVENT_TS} >= {d.minus_seconds('e.' + ENTITY_TS, v.ttl_seconds)}")
+            order = [f"s.{EVENT_TS} DESC"]
+            if v.source.created:
+                order.append(f"s.{CREATED_TS} DESC NULLS LAST")
+            feats = ", ".join(f"s.{q('f' + str(i))}" for i in range(len(v.features)))
+            ranked = (f"SELECT e.{ROW_ID}, {feats}, ROW_NUMBER() OVER (PARTITION BY e.{ROW_ID} "
+                      f"ORDER BY {', '.join(order)}) AS __rn FROM {self.entity_relation} AS e "
+                      f"JOIN {src_alias} AS s ON {' AND '.join(on)}")
+            ctes.append(f"{match_alias} AS (SELECT * FROM ({ranked}) AS r WHERE __rn = 1)")
+            joins.append(f"LEFT JOIN {match_alias} ON {match_alias}.{ROW_ID} = e.{ROW_ID}")
+            picks[v.alias] = match_alias
+        return (f"WITH {', '.join(ctes)} SELECT {self._select_outputs(d, picks)} "
+                f"FROM {self.entity_relation} AS e {' '.join(joins)} ORDER BY e.{ROW_ID}")
+
+
+@dataclass
+class LatestRows:
+    """Latest row per entity key with ``start <= event_ts <= end``: what materialization loads."""
+
+    source: SourceColumns
+    join_keys: list[str]
+    features: list[tuple[str, T.FeastType]]  # (logical feature name, dtype)
+    start: datetime | None
+    end: datetime
+
+    def render(self, dialect: Dialect | str) -> str:
+        d = Dialect.registry[dialect]() if isinstance(dialect, str) else dialect
+        q = d.quote
+        src = self.source
+        zoned = _is_zoned(src, src.timestamp)
+        cols = [f"{q(src.columns[k])} AS {q(k)}" for k in self.join_keys]
+        for logical, dtype in self.features:
+            raw = src.columns[logical]
+            expr = q(raw)
+            if not _same_type(src.arrow_types.get(raw), dtype):
+                expr = d.cast(expr, dtype)
+            cols.append(f"{expr} AS {q(logical)}")
+        cols.append(f"{q(src.timestamp)} AS {EVENT_TS}")
+        cols.append(f"{q(src.created)} AS {CREATED_TS}" if src.created
+                    else f"CAST(NULL AS {d.sql_type(T.UnixTimestamp)}) AS {CREATED_TS}")
+        where = [f"{q(src.timestamp)} <= {d.timestamp_literal(self.end, zoned)}"]
+        if self.start is not None:
+            where.append(f"{q(src.timestamp)} >= {d.timestamp_literal(self.start, zoned)}")
+        where += [f"{q(src.columns[k])} IS NOT NULL" for k in self.join_keys]
+        order = [f"{q(src.timestamp)} DESC"]
+        if src.created:
+            order.append(f"{q(src.created)} DESC NULLS LAST")
+        keys = ", ".join(q(src.columns[k]) for k in self.join_keys)
+        return (f"SELECT {', '.join(cols)} FROM {src.relation} AS src "
+                f"WHERE {' AND '.join(where)} "
+                f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {', '.join(order)}) = 1")
+
+
+def _is_zoned(src: SourceColumns, column: str) -> bool:
+    t = src.arrow_types.get(column)
+    return t is not None and pa.types.is_timestamp(t) and t.tz is not None
+
+
+def _same_type(arrow_type: pa.DataType | None, dtype: T.FeastType) -> bool:
+    if arrow_type is None:
+        return False
+    if pa.types.is_timestamp(arrow_type) and dtype == T.UnixTimestamp:
+        return True
+    return arrow_type == dtype.to_arrow()

@@ -1,0 +1,1 @@
+"""Online stores and the shared read path."""

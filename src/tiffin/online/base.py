@@ -1,0 +1,52 @@
+"""The online-store interface: five methods, no response shaping, no ttl logic.
+
+A store keeps, per feature view and entity key, the newest row it was given:
+its feature values and event timestamp. ``write`` must be monotonic: a row
+whose event timestamp is older than the stored one (or equal, with an older
+created timestamp) is ignored, so a late or replayed batch never overwrites
+fresher data. Reading, statuses, ttl and batching live once in
+``tiffin.online.reader``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import pyarrow as pa
+
+from tiffin.config import BackendConfig, RepoConfig
+from tiffin.definitions import FeatureView
+
+# key tuple -> (event timestamp in epoch microseconds, feature values in requested order)
+ReadResult = dict[tuple, tuple[int, Sequence[object]]]
+
+
+class OnlineStore(ABC):
+    def __init__(self, config: BackendConfig, repo_config: RepoConfig):
+        self.config = config
+        self.repo_config = repo_config
+        self.project = repo_config.project
+
+    @abstractmethod
+    def prepare(self, keep: Sequence[FeatureView], delete: Sequence[FeatureView]) -> None:
+        """Create or migrate storage for ``keep``; drop it for ``delete``. Idempotent."""
+
+    @abstractmethod
+    def write(self, view: FeatureView, batch: pa.RecordBatch) -> None:
+        """Upsert rows (``offline.base.online_batch_schema`` columns), monotonic in event time."""
+
+    @abstractmethod
+    def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
+             ) -> ReadResult:
+        """Stored rows for the distinct ``keys`` (tuples in ``view.join_keys`` order).
+
+        Keys with no row are simply absent from the result.
+        """
+
+    @abstractmethod
+    def teardown(self, views: Sequence[FeatureView]) -> None:
+        """Remove all storage for ``views``."""
+
+    def close(self) -> None:
+        """Release connections."""

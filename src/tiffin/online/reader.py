@@ -1,0 +1,206 @@
+"""The online read path, once for every store: rows in, validated keys, statuses, ttl, response.
+
+Statuses follow Feast's FieldStatus numbers. Unlike Feast's Python path, a
+stored null is NULL_VALUE and a value older than its view's ttl comes back
+null with OUTSIDE_MAX_AGE (the ttl is enforced on read, against the clock).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+import pyarrow as pa
+
+from tiffin.errors import EntityDataFrameError, EntityValueError, RequestError
+from tiffin.features import FeaturePlan
+from tiffin.online.base import OnlineStore
+from tiffin.types import FeastType
+
+MAX_KEYS_PER_READ = 1000  # keeps each store query's parameter list bounded
+
+
+class FieldStatus(enum.IntEnum):
+    INVALID = 0
+    PRESENT = 1
+    NULL_VALUE = 2
+    NOT_FOUND = 3
+    OUTSIDE_MAX_AGE = 4
+
+
+PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = (
+    FieldStatus.PRESENT, FieldStatus.NULL_VALUE, FieldStatus.NOT_FOUND,
+    FieldStatus.OUTSIDE_MAX_AGE)
+
+
+class OnlineResponse:
+    """Features for each requested entity row, with a status and event time per value.
+
+    ``to_dict()`` gives ``{column: [values]}``: the entity columns first, then the
+    features in the order requested.
+    """
+
+    def __init__(self, entity_columns: dict[str, list[Any]], values: dict[str, list[Any]],
+                 statuses: dict[str, list[FieldStatus]], event_ts: dict[str, list[int | None]],
+                 dtypes: dict[str, FeastType]):
+        self._entities = entity_columns
+        self._values = values
+        self.statuses = statuses
+        self._event_ts = event_ts
+        self._dtypes = dtypes
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._entities) + list(self._values)
+
+    def to_dict(self, include_event_timestamps: bool = False) -> dict[str, list[Any]]:
+        out = {**self._entities, **self._values}
+        if include_event_timestamps:
+            for name, ts in self._event_ts.items():
+                out[f"{name}__ts"] = [None if t is None else t // 1_000_000 for t in ts]
+        return out
+
+    def event_timestamps(self, name: str) -> list[datetime | None]:
+        return [None if t is None else datetime.fromtimestamp(t / 1e6, timezone.utc)
+                for t in self._event_ts[name]]
+
+    def to_arrow(self, include_event_timestamps: bool = False) -> pa.Table:
+        cols: dict[str, pa.Array] = {}
+        for name, vals in self._entities.items():
+            cols[name] = pa.array(vals)
+        for name, vals in self._values.items():
+            cols[name] = pa.array(vals, type=self._dtypes[name].to_arrow())
+            if include_event_timestamps:
+                cols[f"{name}__ts"] = pa.array(
+                    self._event_ts[name], type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+        return pa.table(cols)
+
+    def to_df(self, include_event_timestamps: bool = False) -> Any:
+        return self.to_arrow(include_event_timestamps).to_pandas()
+
+    def to_polars(self, include_event_timestamps: bool = False) -> Any:
+        import polars as pl
+        return pl.from_arrow(self.to_arrow(include_event_timestamps))
+
+
+def entity_columns(entity_rows: Any, needed: Sequence[str]) -> tuple[dict[str, list], int]:
+    """Rows as a list of dicts or a dict of lists (or a DataFrame) -> the needed columns."""
+    if isinstance(entity_rows, Mapping):
+        lengths = {k: len(v) for k, v in entity_rows.items()}
+        if len(set(lengths.values())) > 1:
+            raise RequestError(f"entity columns have different lengths: {lengths}")
+        n = next(iter(lengths.values()), 0)
+        cols = {}
+        for k in needed:
+            if k not in entity_rows:
+                raise _missing(k, list(entity_rows))
+            cols[k] = list(entity_rows[k])
+        return cols, n
+    if type(entity_rows).__module__.split(".")[0] in ("pandas", "polars"):
+        return entity_columns(entity_rows.to_dict(as_series=False) if hasattr(
+            entity_rows, "to_arrow") else entity_rows.to_dict("list"), needed)
+    if not isinstance(entity_rows, Sequence) or isinstance(entity_rows, (str, bytes)):
+        raise RequestError("entity_rows must be a list of dicts or a dict of lists, got "
+                           f"{type(entity_rows).__name__}")
+    cols = {k: [] for k in needed}
+    for i, row in enumerate(entity_rows):
+        if not isinstance(row, Mapping):
+            raise RequestError(f"entity row {i} is a {type(row).__name__}, not a dict")
+        for k, col in cols.items():
+            try:
+                col.append(row[k])
+            except KeyError:
+                raise _missing(k, list(row), f" (entity row {i})") from None
+    return cols, len(entity_rows)
+
+
+def _missing(key: str, present: list[str], where: str = "") -> EntityDataFrameError:
+    from tiffin.errors import did_you_mean
+    return EntityDataFrameError(f"missing join key {key!r}{where}",
+                                hint=did_you_mean(key, present) or f"got columns {present}")
+
+
+def _check_key_values(name: str, values: list[Any], dtype: FeastType) -> list[Any]:
+    """Join-key values must have the key's type; numpy scalars are unwrapped, nothing coerced."""
+    kind = dtype.name
+    if kind in ("Int32", "Int64"):
+        ok = int
+    elif kind == "String":
+        ok = str
+    elif kind == "Bytes":
+        ok = bytes
+    else:
+        ok = object
+    bad = None
+    for i, v in enumerate(values):
+        if type(v) is ok or v is None:
+            continue
+        item = getattr(v, "item", None)  # numpy scalar
+        if item is not None:
+            v = values[i] = item()
+            if type(v) is ok:
+                continue
+        if ok is object:
+            continue
+        bad = (i, v)
+        break
+    if bad is not None:
+        i, v = bad
+        raise EntityValueError(f"join key {name!r} is {kind}, but row {i} has "
+                               f"{type(v).__name__} {v!r}",
+                               hint=f"send {kind} values for {name!r}")
+    return values
+
+
+def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
+                now: float | None = None) -> OnlineResponse:
+    needed = plan.entity_columns
+    cols, n = entity_columns(entity_rows, needed)
+    key_types: dict[str, FeastType] = {}
+    for v in plan.views:
+        for key, col in zip(v.join_keys, v.entity_columns):
+            key_types.setdefault(col, next(f.dtype for f in v.view.entity_columns
+                                           if f.name == key))
+    for name in needed:
+        cols[name] = _check_key_values(name, cols[name], key_types[name])
+    now_us = int((time.time() if now is None else now) * 1_000_000)
+
+    values: dict[str, list[Any]] = {}
+    statuses: dict[str, list[FieldStatus]] = {}
+    event_ts: dict[str, list[int | None]] = {}
+    dtypes: dict[str, FeastType] = {}
+    by_output: dict[str, tuple] = {}
+    for v in plan.views:
+        key_cols = [cols[c] for c in v.entity_columns]
+        keys = list(zip(*key_cols)) if len(key_cols) > 1 else [(k,) for k in key_cols[0]]
+        unique = list(dict.fromkeys(k for k in keys if None not in k))
+        names = [f.name for f in v.features]
+        found: dict[tuple, tuple] = {}
+        for start in range(0, len(unique), MAX_KEYS_PER_READ):
+            found.update(store.read(v.view, unique[start:start + MAX_KEYS_PER_READ], names))
+        hits = [found.get(k) for k in keys]
+        ttl = v.view.ttl_seconds
+        cutoff = now_us - int(ttl * 1_000_000) if ttl else None
+        ts_list = [None if h is None else h[0] for h in hits]
+        for i, out in enumerate(v.output_names):
+            vals, stats = [], []
+            for h in hits:
+                if h is None:
+                    vals.append(None)
+                    stats.append(NOT_FOUND)
+                elif cutoff is not None and h[0] < cutoff:
+                    vals.append(None)
+                    stats.append(OUTSIDE_MAX_AGE)
+                else:
+                    x = h[1][i]
+                    vals.append(x)
+                    stats.append(PRESENT if x is not None else NULL_VALUE)
+            by_output[out] = (vals, stats, ts_list, v.features[i].dtype)
+    # Outputs in request order, whatever view they came from.
+    for out in plan.output_names:
+        vals, stats, ts_list, dtype = by_output[out]
+        values[out], statuses[out], event_ts[out], dtypes[out] = vals, stats, ts_list, dtype
+    del n
+    return OnlineResponse({c: cols[c] for c in needed}, values, statuses, event_ts, dtypes)

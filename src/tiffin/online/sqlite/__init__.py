@@ -1,0 +1,1 @@
+"""SQLite online store (embedded, the default)."""

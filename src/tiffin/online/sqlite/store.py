@@ -1,0 +1,221 @@
+"""SQLite online store: one table per view, one row per entity, one column per feature.
+
+Layout: table ``<project>_<view>`` with the join-key columns as primary key,
+``__event_ts`` and ``__created_ts`` (epoch microseconds) and a typed column per
+feature (arrays as JSON text). Reads are one indexed query per view.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tiffin.config import RepoConfig
+from tiffin.definitions import FeatureView, Field
+from tiffin.errors import BackendError
+from tiffin.online.base import OnlineStore, ReadResult
+from tiffin.online.sqlite.config import SQLiteOnlineStoreConfig
+from tiffin.types import Array, FeastType
+
+log = logging.getLogger(__name__)
+
+
+def _q(ident: str) -> str:
+    return '"' + ident.replace('"', '""') + '"'
+
+
+def _sql_type(dtype: FeastType) -> str:
+    if isinstance(dtype, Array):
+        return "TEXT"
+    return {"Int32": "INTEGER", "Int64": "INTEGER", "Bool": "INTEGER", "UnixTimestamp": "INTEGER",
+            "Float32": "REAL", "Float64": "REAL", "String": "TEXT", "Bytes": "BLOB"}[dtype.name]
+
+
+def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
+    """How a stored value becomes the Python value users get (None: as stored)."""
+    if isinstance(dtype, Array):
+        base = _decoder(dtype.base_type)
+        if base is None:
+            return lambda v: None if v is None else json.loads(v)
+        return lambda v: None if v is None else [None if x is None else base(x)
+                                                 for x in json.loads(v)]
+    if dtype.name == "Bool":
+        return lambda v: None if v is None else bool(v)
+    if dtype.name == "UnixTimestamp":
+        return lambda v: None if v is None else datetime.fromtimestamp(v / 1e6, timezone.utc)
+    return None
+
+
+def _column_values(col: pa.Array | pa.ChunkedArray, dtype: FeastType | None) -> list[Any]:
+    """An Arrow column as the Python values SQLite stores."""
+    if pa.types.is_timestamp(col.type):
+        return pc.cast(col, pa.int64()).to_pylist()
+    if dtype is not None and isinstance(dtype, Array):
+        if pa.types.is_list(col.type) and pa.types.is_timestamp(col.type.value_type):
+            col = pc.cast(col, pa.list_(pa.int64()))
+        return [None if v is None else json.dumps(v) for v in col.to_pylist()]
+    return col.to_pylist()
+
+
+class SQLiteOnlineStore(OnlineStore):
+    def __init__(self, config: SQLiteOnlineStoreConfig, repo_config: RepoConfig):
+        super().__init__(config, repo_config)
+        self.path = repo_config.resolve_path(config.path)
+        self._local = threading.local()
+        self._read_sql: dict[tuple[str, tuple[str, ...], int], str] = {}
+        self._decoders: dict[tuple[str, tuple[str, ...]], list[tuple[int, Callable]]] = {}
+
+    # -- connections ---------------------------------------------------------------------
+    def _con(self) -> sqlite3.Connection:
+        # One connection per thread: sqlite3 connections must not be shared across threads.
+        con = getattr(self._local, "con", None)
+        if con is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=self.config.timeout_seconds,
+                                  isolation_level=None, check_same_thread=True,
+                                  cached_statements=512)
+            # WAL lets readers run while a materialization writes.
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._local.con = con
+        return con
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    def table(self, view: FeatureView) -> str:
+        return f"{self.project}_{view.name}"
+
+    # -- schema --------------------------------------------------------------------------
+    def _columns(self, view: FeatureView) -> list[tuple[str, str]]:
+        cols = [(f.name, _sql_type(f.dtype)) for f in view.entity_columns]
+        cols += [("__event_ts", "INTEGER"), ("__created_ts", "INTEGER")]
+        cols += [(f.name, _sql_type(f.dtype)) for f in view.features]
+        return cols
+
+    def prepare(self, keep: Sequence[FeatureView], delete: Sequence[FeatureView]) -> None:
+        con = self._con()
+        for view in delete:
+            con.execute(f"DROP TABLE IF EXISTS {_q(self.table(view))}")
+        for view in keep:
+            self._ensure_table(con, view)
+        self._read_sql.clear()
+        self._decoders.clear()
+
+    def _ensure_table(self, con: sqlite3.Connection, view: FeatureView) -> None:
+        table = self.table(view)
+        wanted = self._columns(view)
+        existing = {row[1]: row[2] for row in con.execute(f"PRAGMA table_info({_q(table)})")}
+        keys = [f.name for f in view.entity_columns]
+        if existing:
+            pk = [row[1] for row in sorted(
+                (r for r in con.execute(f"PRAGMA table_info({_q(table)})") if r[5]),
+                key=lambda r: r[5])]
+            retyped = [n for n, t in wanted if n in existing and existing[n] != t]
+            if pk != keys or retyped:
+                # Keys or types changed: old rows cannot be read as the new view.
+                log.warning("online table %s changed keys or types; recreating it "
+                            "(materialize again to fill it)", table)
+                con.execute(f"DROP TABLE {_q(table)}")
+                existing = {}
+            else:
+                for name, sql_type in wanted:
+                    if name not in existing:
+                        con.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(name)} {sql_type}")
+                return
+        cols = ", ".join(f"{_q(n)} {t}" for n, t in wanted)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {_q(table)} ({cols}, "
+                    f"PRIMARY KEY ({', '.join(_q(k) for k in keys)})) WITHOUT ROWID")
+
+    def teardown(self, views: Sequence[FeatureView]) -> None:
+        con = self._con()
+        for view in views:
+            con.execute(f"DROP TABLE IF EXISTS {_q(self.table(view))}")
+        self._read_sql.clear()
+
+    # -- writes --------------------------------------------------------------------------
+    def write(self, view: FeatureView, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        table = _q(self.table(view))
+        dtypes: dict[str, FeastType] = {f.name: f.dtype for f in view.schema}
+        dtypes.update({f.name: f.dtype for f in view.entity_columns})
+        names = [n for n in batch.schema.names]
+        columns = [_column_values(batch.column(i), dtypes.get(n)) for i, n in enumerate(names)]
+        keys = [f.name for f in view.entity_columns]
+        updates = [n for n in names if n not in keys]
+        # Monotonic upsert: the stored row wins unless the new one is newer in event time,
+        # or as new with a created timestamp at least as new (a re-run rewrites the same row).
+        sql = (f"INSERT INTO {table} ({', '.join(_q(n) for n in names)}) "
+               f"VALUES ({', '.join('?' for _ in names)}) "
+               f"ON CONFLICT ({', '.join(_q(k) for k in keys)}) DO UPDATE SET "
+               + ", ".join(f"{_q(n)} = excluded.{_q(n)}" for n in updates)
+               + f" WHERE excluded.__event_ts > {table}.__event_ts OR "
+                 f"(excluded.__event_ts = {table}.__event_ts AND "
+                 f"COALESCE(excluded.__created_ts, 0) >= COALESCE({table}.__created_ts, 0))")
+        con = self._con()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(sql, zip(*columns))
+            con.execute("COMMIT")
+        except sqlite3.Error as e:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise BackendError(f"writing {view.name!r} to SQLite {self.path} failed: {e}") from e
+
+    # -- reads ---------------------------------------------------------------------------
+    def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
+             ) -> ReadResult:
+        feats = tuple(features)
+        nkeys = len(view.entity_columns)
+        sql_key = (view.name, feats, len(keys))
+        sql = self._read_sql.get(sql_key)
+        if sql is None:
+            sql = self._read_sql[sql_key] = self._select(view, feats, len(keys))
+        dec_key = (view.name, feats)
+        decoders = self._decoders.get(dec_key)
+        if decoders is None:
+            by_name: dict[str, Field] = {f.name: f for f in view.features}
+            decoders = self._decoders[dec_key] = [
+                (i, d) for i, n in enumerate(feats)
+                if (d := _decoder(by_name[n].dtype)) is not None]
+        params = [v for key in keys for v in key] if nkeys > 1 else [k[0] for k in keys]
+        try:
+            rows = self._con().execute(sql, params).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return {}  # never materialized into this database: every key is NOT_FOUND
+            raise BackendError(f"reading {view.name!r} from SQLite {self.path} failed: {e}"
+                               ) from e
+        out: ReadResult = {}
+        for row in rows:
+            values = row[nkeys + 1:]
+            if decoders:
+                values = list(values)
+                for i, dec in decoders:
+                    values[i] = dec(values[i])
+            out[row[:nkeys]] = (row[nkeys], values)
+        return out
+
+    def _select(self, view: FeatureView, features: tuple[str, ...], n: int) -> str:
+        keys = [_q(f.name) for f in view.entity_columns]
+        cols = ", ".join(keys + ["__event_ts"] + [_q(f) for f in features])
+        if len(keys) == 1:
+            where = f"{keys[0]} IN ({', '.join('?' * n)})" if n > 1 else f"{keys[0]} = ?"
+        else:
+            one = "(" + ", ".join("?" for _ in keys) + ")"
+            where = f"({', '.join(keys)}) IN (VALUES {', '.join([one] * n)})"
+        return f"SELECT {cols} FROM {_q(self.table(view))} WHERE {where}"
+
+
+__all__ = ["SQLiteOnlineStore"]

@@ -1,0 +1,260 @@
+"""``FeatureStore``: a thin facade that wires the registry, stores and engine together.
+
+>>> store = FeatureStore(repo_path="feature_repo")                            # doctest: +SKIP
+>>> training = store.get_historical_features(entity_df, features=[
+...     "driver_hourly_stats:conv_rate"]).to_df()                                # doctest: +SKIP
+>>> store.materialize_incremental(end_date=datetime.now(timezone.utc))         # doctest: +SKIP
+>>> store.get_online_features(["driver_hourly_stats:conv_rate"],
+...                           [{"driver_id": 1001}]).to_dict()                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from tiffin import repo as repo_mod
+from tiffin.config import RepoConfig, load_repo_config
+from tiffin.definitions import (
+    DataSource, Definition, Entity, FeatureService, FeatureView,
+)
+from tiffin.errors import RequestError
+from tiffin.features import FeaturePlan, plan_features
+from tiffin.materialize.base import Engine, MaterializeResult
+from tiffin.offline.base import OfflineStore, RetrievalJob, prepare_entity
+from tiffin.online.base import OnlineStore
+from tiffin.online.reader import OnlineResponse, read_online
+from tiffin.registry import Diff, Registry
+from tiffin.registry.file import FileRegistryStore
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_utc(ts: datetime | str, what: str = "timestamp") -> datetime:
+    """ISO strings and datetimes; naive means UTC (as everywhere in tiffin)."""
+    if isinstance(ts, str):
+        try:
+            ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            raise RequestError(f"{what} {ts!r} is not an ISO 8601 timestamp",
+                               hint="e.g. 2026-11-25T12:00:00") from None
+    if not isinstance(ts, datetime):
+        raise RequestError(f"{what} must be a datetime, got {type(ts).__name__}")
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+class FeatureStore:
+    """The SDK entry point. Construct from a repository path (reads ``feature_store.yaml``)
+    or from a ``RepoConfig``; the same arguments as Feast's ``FeatureStore``."""
+
+    def __init__(self, repo_path: str | os.PathLike | None = None,
+                 config: RepoConfig | None = None,
+                 fs_yaml_file: str | os.PathLike | None = None):
+        if config is None:
+            config = load_repo_config(repo_path or ".", fs_yaml_file)
+        elif config.repo_path is None:
+            config = config.model_copy(update={"repo_path": Path(repo_path or ".").resolve()})
+        self.config = config
+        self.repo_path = config.repo_path
+        reg = config.registry
+        self.registry = Registry(FileRegistryStore(config.resolve_path(reg.path)),
+                                 config.project, reg.cache_ttl_seconds)
+        self._plans: dict[tuple, tuple[int, FeaturePlan]] = {}
+
+    @property
+    def project(self) -> str:
+        return self.config.project
+
+    # -- backends, built on first use so a CLI `plan` never opens the online store ------
+    @cached_property
+    def offline_store(self) -> OfflineStore:
+        cfg = self.config.offline_store
+        return cfg.store_class()(cfg, self.config)
+
+    @cached_property
+    def online_store(self) -> OnlineStore:
+        cfg = self.config.online_store
+        if cfg is None:
+            raise RequestError("this repository has no online store (online_store: null)")
+        return cfg.store_class()(cfg, self.config)
+
+    @cached_property
+    def engine(self) -> Engine:
+        cfg = self.config.batch_engine
+        return cfg.store_class()(cfg, self.config)
+
+    def close(self) -> None:
+        for name in ("offline_store", "online_store"):
+            if name in self.__dict__:
+                self.__dict__[name].close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- registry ------------------------------------------------------------------------
+    def refresh_registry(self) -> None:
+        self.registry.refresh()
+
+    def _resolve(self, objects: Iterable[Definition], check_sources: bool = True
+                 ) -> list[Definition]:
+        return repo_mod.resolve(objects, project=self.project,
+                                snapshot=self.registry.snapshot(allow_cache=False),
+                                source_schema=self.offline_store.source_schema,
+                                check_sources=check_sources)
+
+    def plan(self, objects: Iterable[Definition], partial: bool = False) -> Diff:
+        """What ``apply`` would change; changes nothing."""
+        return self.registry.plan(self._resolve(objects), partial=partial)
+
+    def apply(self, objects: Definition | Iterable[Definition],
+              objects_to_delete: Iterable[Definition] | None = None, partial: bool = True,
+              **_feast_only: Any) -> Diff:
+        """Register objects (additive, as in Feast): only ``objects_to_delete`` are removed,
+        or everything absent from ``objects`` when ``partial=False``."""
+        if isinstance(objects, Definition):
+            objects = [objects]
+        resolved = self._resolve(objects)
+        diff = self.registry.apply(resolved, delete=list(objects_to_delete or []),
+                                   partial=partial)
+        self._sync_infra(diff)
+        return diff
+
+    def _sync_infra(self, diff: Diff) -> None:
+        if self.config.online_store is None:
+            return
+        snap = self.registry.snapshot()
+        keep = [v for v in snap.list("feature_views") if v.online]
+        dropped = [FeatureView.from_dict(c.old) for c in diff.of("delete", "feature_views")
+                   if c.old]
+        dropped += [v for v in snap.list("feature_views") if not v.online]
+        self.online_store.prepare(keep, dropped)
+
+    def teardown(self) -> None:
+        """Drop online tables and the project's registry entries."""
+        if self.config.online_store is not None:
+            self.online_store.teardown(self.registry.list("feature_views", allow_cache=False))
+        self.registry.delete_project()
+
+    def get_entity(self, name: str, allow_registry_cache: bool = True) -> Entity:
+        return self.registry.get("entities", name, allow_registry_cache)
+
+    def get_feature_view(self, name: str, allow_registry_cache: bool = True) -> FeatureView:
+        return self.registry.get("feature_views", name, allow_registry_cache)
+
+    def get_feature_service(self, name: str, allow_cache: bool = True) -> FeatureService:
+        return self.registry.get("feature_services", name, allow_cache)
+
+    def get_data_source(self, name: str) -> DataSource:
+        return self.registry.get("data_sources", name)
+
+    def list_entities(self, allow_cache: bool = True, tags: dict[str, str] | None = None
+                      ) -> list[Entity]:
+        return self.registry.list("entities", tags, allow_cache)
+
+    def list_feature_views(self, allow_cache: bool = True, tags: dict[str, str] | None = None
+                           ) -> list[FeatureView]:
+        return self.registry.list("feature_views", tags, allow_cache)
+
+    list_all_feature_views = list_feature_views
+    list_batch_feature_views = list_feature_views
+
+    def list_feature_services(self, tags: dict[str, str] | None = None
+                              ) -> list[FeatureService]:
+        return self.registry.list("feature_services", tags)
+
+    def list_data_sources(self, allow_cache: bool = True, tags: dict[str, str] | None = None
+                          ) -> list[DataSource]:
+        return self.registry.list("data_sources", tags, allow_cache)
+
+    # -- retrieval -----------------------------------------------------------------------
+    def _plan(self, features: Any, full_feature_names: bool) -> FeaturePlan:
+        snap = self.registry.snapshot()
+        if isinstance(features, (list, tuple)):
+            key = (tuple(features), full_feature_names)
+            cached = self._plans.get(key)
+            if cached is not None and cached[0] is snap:  # type: ignore[comparison-overlap]
+                return cached[1]
+            plan = plan_features(snap, features, full_feature_names)
+            if len(self._plans) > 1024:
+                self._plans.clear()
+            self._plans[key] = (snap, plan)  # type: ignore[assignment]
+            return plan
+        return plan_features(snap, features, full_feature_names)
+
+    def get_historical_features(self, entity_df: Any = None,
+                                features: Sequence[str] | FeatureService = (),
+                                full_feature_names: bool = False, **_feast_only: Any
+                                ) -> RetrievalJob:
+        """Point-in-time-correct feature values for every row of ``entity_df``."""
+        if entity_df is None:
+            raise RequestError("entity_df is required",
+                               hint="pass a DataFrame/Arrow table/Parquet path with join keys "
+                                    "and an event_timestamp column")
+        plan = self._plan(features, full_feature_names)
+        table, ts_col = prepare_entity(entity_df, plan)
+        return self.offline_store.get_historical_features(table, ts_col, plan,
+                                                          full_feature_names)
+
+    def get_online_features(self, features: Sequence[str] | FeatureService,
+                            entity_rows: Any, full_feature_names: bool = False,
+                            **_feast_only: Any) -> OnlineResponse:
+        """Latest values for each entity row, with a status per value."""
+        plan = self._plan(features, full_feature_names)
+        return read_online(self.online_store, plan, entity_rows)
+
+    # -- materialization -----------------------------------------------------------------
+    def _views(self, names: Sequence[str] | None) -> list[FeatureView]:
+        if names:
+            return [self.get_feature_view(n, allow_registry_cache=False) for n in names]
+        return [v for v in self.registry.list("feature_views", allow_cache=False) if v.online]
+
+    def materialize(self, start_date: datetime | str, end_date: datetime | str,
+                    feature_views: Sequence[str] | None = None,
+                    progress: Callable[[str, int], None] | None = None, **_feast_only: Any
+                    ) -> list[MaterializeResult]:
+        """Load the latest row per entity with start <= event time <= end into the online store."""
+        start, end = to_utc(start_date, "start_date"), to_utc(end_date, "end_date")
+        if start > end:
+            raise RequestError(f"start {start.isoformat()} is after end {end.isoformat()}")
+        return [self._materialize_view(v, start, end, progress)
+                for v in self._views(feature_views)]
+
+    def materialize_incremental(self, end_date: datetime | str,
+                                feature_views: Sequence[str] | None = None,
+                                progress: Callable[[str, int], None] | None = None,
+                                **_feast_only: Any) -> list[MaterializeResult]:
+        """Materialize each view from where its last run ended (first run: end - ttl, or all
+        history for views without a ttl) up to ``end_date``."""
+        end = to_utc(end_date, "end_date")
+        snap = self.registry.snapshot(allow_cache=False)
+        results = []
+        for view in self._views(feature_views):
+            mark = snap.materialization(view.name)["watermark"]
+            if mark is not None:
+                start: datetime | None = datetime.fromisoformat(mark)
+            elif view.ttl:
+                start = end - view.ttl
+            else:
+                start = None
+            results.append(self._materialize_view(view, start, end, progress))
+        return results
+
+    def _materialize_view(self, view: FeatureView, start: datetime | None, end: datetime,
+                          progress: Callable[[str, int], None] | None) -> MaterializeResult:
+        if not view.online:
+            raise RequestError(f"feature view {view.name!r} has online=False")
+        self.online_store.prepare([view], [])
+        report = (lambda n: progress(view.name, n)) if progress else None
+        result = self.engine.materialize(self.offline_store, self.online_store, view, start,
+                                         end, report)
+        self.registry.record_materialization(view.name, start or EPOCH, end)
+        return result
+
+    def __repr__(self) -> str:
+        return f"FeatureStore(project={self.project!r}, repo_path={str(self.repo_path)!r})"
