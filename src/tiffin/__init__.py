@@ -3,13 +3,23 @@
 >>> from tiffin import Entity, FeatureView, Field, FileSource, FeatureStore
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 from tiffin import _compat
 from tiffin.config import RepoConfig
 from tiffin.definitions import (
-    BatchFeatureView, DataSource, Entity, FeatureService, FeatureView, Field, FileSource,
-    ParquetFormat, Project, PushSource, RequestSource,
+    BatchFeatureView,
+    DataSource,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    ParquetFormat,
+    Project,
+    PushSource,
+    RequestSource,
 )
 from tiffin.offline.base import RetrievalJob
 from tiffin.online.reader import FieldStatus, OnlineResponse

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from functools import lru_cache
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
@@ -85,7 +85,7 @@ GROUPS = {"online_store": "tiffin.online_stores", "offline_store": "tiffin.offli
           "batch_engine": "tiffin.engines"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def backends(group: str) -> dict[str, type[BackendConfig]]:
     """``type`` name -> config class, from installed entry points (aliases included)."""
     found: dict[str, type[BackendConfig]] = {}
@@ -238,7 +238,7 @@ class RepoConfig(BaseModel):
 
     def redacted(self) -> dict[str, Any]:
         """The resolved config with secrets masked (for ``tiffin configuration``)."""
-        return self.model_dump(mode="json", exclude={"repo_path"})
+        return self.model_dump(mode="json", exclude={"repo_path"}, serialize_as_any=True)
 
 
 YAML_NAME = "feature_store.yaml"

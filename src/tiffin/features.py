@@ -8,13 +8,18 @@ retrieval so both name, order and validate features the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from tiffin.definitions import FeatureService, FeatureView, Field
 from tiffin.errors import (
-    FeatureNameCollisionError, FeatureNotFoundError, FeatureServiceNotFoundError,
-    FeatureViewNotFoundError, RequestError, did_you_mean,
+    FeatureNameCollisionError,
+    FeatureNotFoundError,
+    FeatureServiceNotFoundError,
+    FeatureViewNotFoundError,
+    RequestError,
+    did_you_mean,
 )
 
 

@@ -13,14 +13,21 @@ import os
 import sys
 import traceback
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 
 from tiffin.definitions import (
-    DataSource, Definition, Entity, FeatureService, FeatureView, Field, Project, PushSource,
+    Definition,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    Project,
+    PushSource,
     RequestSource,
 )
 from tiffin.errors import DefinitionError, NotFoundError, did_you_mean

@@ -11,15 +11,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from tiffin import repo as repo_mod
 from tiffin.config import RepoConfig, load_repo_config
 from tiffin.definitions import (
-    DataSource, Definition, Entity, FeatureService, FeatureView,
+    DataSource,
+    Definition,
+    Entity,
+    FeatureService,
+    FeatureView,
 )
 from tiffin.errors import RequestError
 from tiffin.features import FeaturePlan, plan_features
@@ -91,7 +96,7 @@ class FeatureStore:
             if name in self.__dict__:
                 self.__dict__[name].close()
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -10,6 +10,7 @@ True
 from __future__ import annotations
 
 import enum
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
@@ -114,6 +115,14 @@ class Array(FeastType):
         return hash(self.name)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def from_micros(us: int) -> datetime:
+    """Epoch microseconds -> aware UTC datetime, exactly (float division loses microseconds)."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
 def from_name(name: str) -> FeastType:
     """Inverse of ``str(dtype)``; the registry stores dtypes by name."""
     if name in PRIMITIVES:
@@ -181,5 +190,5 @@ def compatible(declared: FeastType, source: pa.DataType) -> bool:
 __all__ = [
     "ValueType", "FeastType", "PrimitiveType", "Array",
     "Bytes", "String", "Bool", "Int32", "Int64", "Float32", "Float64", "UnixTimestamp", "Invalid",
-    "from_name", "from_value_type", "from_arrow", "compatible",
+    "from_micros", "from_name", "from_value_type", "from_arrow", "compatible",
 ]

@@ -6,7 +6,11 @@ from tiffin.definitions.feature_service import FeatureService, Project
 from tiffin.definitions.feature_view import BatchFeatureView, FeatureView, Projection
 from tiffin.definitions.field import Field
 from tiffin.definitions.sources import (
-    DataSource, FileSource, ParquetFormat, PushSource, RequestSource,
+    DataSource,
+    FileSource,
+    ParquetFormat,
+    PushSource,
+    RequestSource,
 )
 
 __all__ = [

@@ -50,7 +50,7 @@ class Definition:
         raise NotImplementedError
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Definition":
+    def from_dict(cls, data: dict[str, Any]) -> Definition:
         raise NotImplementedError
 
     def where(self) -> str:

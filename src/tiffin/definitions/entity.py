@@ -42,7 +42,7 @@ class Entity(Definition):
                 "value_type": self.value_type.name if self.value_type is not None else None}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Entity":
+    def from_dict(cls, data: dict[str, Any]) -> Entity:
         vt = data.get("value_type")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

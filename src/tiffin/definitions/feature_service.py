@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 from tiffin.definitions.base import Definition
-from tiffin.definitions.feature_view import FeatureView
 
 
 class FeatureService(Definition):
@@ -32,7 +31,7 @@ class FeatureService(Definition):
         return {**self._meta(), "features": self.projections}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FeatureService":
+    def from_dict(cls, data: dict[str, Any]) -> FeatureService:
         obj = cls.__new__(cls)
         Definition.__init__(obj, data["name"], data["description"], data["tags"], data["owner"])
         obj.origin = None
@@ -55,7 +54,7 @@ class Project(Definition):
         return self._meta()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Project":
+    def from_dict(cls, data: dict[str, Any]) -> Project:
         obj = cls(**data)
         obj.origin = None
         return obj

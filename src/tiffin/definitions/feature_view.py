@@ -104,12 +104,12 @@ class FeatureView(Definition):
         return [self.projection.join_key_map.get(k, k) for k in self.join_keys]
 
     # -- projections ---------------------------------------------------------------------
-    def _copy(self) -> "FeatureView":
+    def _copy(self) -> FeatureView:
         new = copy.copy(self)
         new.projection = copy.deepcopy(self.projection)
         return new
 
-    def __getitem__(self, feature_names: list[str]) -> "FeatureView":
+    def __getitem__(self, feature_names: list[str]) -> FeatureView:
         if isinstance(feature_names, str):
             feature_names = [feature_names]
         known = {f.name for f in self.features}
@@ -122,12 +122,12 @@ class FeatureView(Definition):
         new.projection.features = list(feature_names)
         return new
 
-    def with_name(self, name: str) -> "FeatureView":
+    def with_name(self, name: str) -> FeatureView:
         new = self._copy()
         new.projection.name_alias = name
         return new
 
-    def with_join_key_map(self, join_key_map: dict[str, str]) -> "FeatureView":
+    def with_join_key_map(self, join_key_map: dict[str, str]) -> FeatureView:
         new = self._copy()
         new.projection.join_key_map = dict(join_key_map)
         return new
@@ -141,7 +141,7 @@ class FeatureView(Definition):
                 "source": self.source.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FeatureView":
+    def from_dict(cls, data: dict[str, Any]) -> FeatureView:
         obj = cls(name=data["name"], source=DataSource.from_dict(data["source"]),
                   schema=[Field.from_dict(f) for f in data["schema"]], entities=data["entities"],
                   ttl=data["ttl_seconds"], online=data["online"], offline=data["offline"],

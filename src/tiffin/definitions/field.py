@@ -23,7 +23,7 @@ class Field:
                 "tags": self.tags}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Field":
+    def from_dict(cls, data: dict[str, Any]) -> Field:
         return cls(name=data["name"], dtype=from_name(data["dtype"]),
                    description=data.get("description", ""), tags=data.get("tags"))
 

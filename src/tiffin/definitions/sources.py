@@ -14,7 +14,7 @@ class DataSource(Definition):
 
     kind = "data_sources"
     source_type: ClassVar[str]
-    _types: ClassVar[dict[str, type["DataSource"]]] = {}
+    _types: ClassVar[dict[str, type[DataSource]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -42,7 +42,7 @@ class DataSource(Definition):
         return self._source_meta()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DataSource":
+    def from_dict(cls, data: dict[str, Any]) -> DataSource:
         data = dict(data)
         sub = DataSource._types[data.pop("source_type")]
         obj = sub._from_fields(data)
@@ -50,11 +50,11 @@ class DataSource(Definition):
         return obj
 
     @classmethod
-    def _from_fields(cls, data: dict[str, Any]) -> "DataSource":
+    def _from_fields(cls, data: dict[str, Any]) -> DataSource:
         return cls(**data)
 
     @property
-    def batch(self) -> "DataSource":
+    def batch(self) -> DataSource:
         """The source that holds the rows offline (itself, or a push source's batch source)."""
         return self
 
@@ -129,7 +129,7 @@ class PushSource(DataSource):
                 "batch_source": self.batch_source.to_dict() if self.batch_source else None}
 
     @classmethod
-    def _from_fields(cls, data: dict[str, Any]) -> "PushSource":
+    def _from_fields(cls, data: dict[str, Any]) -> PushSource:
         bs = data.pop("batch_source")
         return cls(batch_source=DataSource.from_dict(bs) if bs else None, **data)
 
@@ -151,6 +151,6 @@ class RequestSource(DataSource):
                 "schema": [f.to_dict() for f in self.schema]}
 
     @classmethod
-    def _from_fields(cls, data: dict[str, Any]) -> "RequestSource":
+    def _from_fields(cls, data: dict[str, Any]) -> RequestSource:
         data["schema"] = [Field.from_dict(f) for f in data["schema"]]
         return cls(**data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiffin.config import BackendConfig
@@ -12,6 +13,7 @@ from tiffin.definitions import FeatureView
 from tiffin.materialize.base import Engine, MaterializeResult, Progress
 from tiffin.offline.base import OfflineStore
 from tiffin.online.base import OnlineStore
+from tiffin.types import from_micros
 
 
 class LocalEngineConfig(BackendConfig):
@@ -38,9 +40,11 @@ class LocalEngine(Engine):
                 continue
             online.write(view, batch)
             rows += batch.num_rows
-            top = pc.max(batch.column("__event_ts")).as_py()
+            # Compare as integers: TimestampScalar.as_py() imports pandas (seconds at start-up).
+            top = pc.max(pc.cast(batch.column("__event_ts"), pa.int64())).as_py()
             if top is not None and (newest is None or top > newest):
                 newest = top
             if progress:
                 progress(batch.num_rows)
-        return MaterializeResult(view.name, rows, newest)
+        return MaterializeResult(view.name, rows, None if newest is None else
+                                 from_micros(newest))

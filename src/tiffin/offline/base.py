@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,7 +25,7 @@ from tiffin.definitions import DataSource, FeatureView
 from tiffin.errors import DefinitionError, EntityDataFrameError, RequestError, did_you_mean
 from tiffin.features import FeaturePlan
 from tiffin.offline.pit import ENTITY_TS, ROW_ID, SourceColumns
-from tiffin.types import TIMESTAMP
+from tiffin.types import TIMESTAMP, from_micros
 
 DEFAULT_TIMESTAMP_COLUMN = "event_timestamp"
 
@@ -209,9 +210,9 @@ def entity_time_range(table: pa.Table) -> tuple[datetime | None, datetime | None
     col = table.column(ENTITY_TS)
     if col.null_count == len(col):
         return None, None
-    mm = pc.min_max(col)
+    mm = pc.min_max(pc.cast(col, pa.int64()))  # ints: TimestampScalar.as_py imports pandas
     lo, hi = mm["min"].as_py(), mm["max"].as_py()
-    return lo.replace(tzinfo=timezone.utc), hi.replace(tzinfo=timezone.utc)
+    return from_micros(lo), from_micros(hi)
 
 
 def check_source_columns(view: FeatureView, schema: pa.Schema) -> None:

@@ -39,7 +39,7 @@ class Dialect:
 
     name = "ansi"
     supports_asof = False
-    registry: dict[str, type["Dialect"]] = {}
+    registry: dict[str, type[Dialect]] = {}
 
     def __init_subclass__(cls, **kw: object) -> None:
         super().__init_subclass__(**kw)

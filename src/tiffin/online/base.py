@@ -11,7 +11,7 @@ fresher data. Reading, statuses, ttl and batching live once in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import enum
 import time
-from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
 from tiffin.errors import EntityDataFrameError, EntityValueError, RequestError
 from tiffin.features import FeaturePlan
 from tiffin.online.base import OnlineStore
-from tiffin.types import FeastType
+from tiffin.types import FeastType, from_micros
 
 MAX_KEYS_PER_READ = 1000  # keeps each store query's parameter list bounded
 
@@ -63,7 +64,7 @@ class OnlineResponse:
         return out
 
     def event_timestamps(self, name: str) -> list[datetime | None]:
-        return [None if t is None else datetime.fromtimestamp(t / 1e6, timezone.utc)
+        return [None if t is None else from_micros(t)
                 for t in self._event_ts[name]]
 
     def to_arrow(self, include_event_timestamps: bool = False) -> pa.Table:

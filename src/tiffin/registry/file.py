@@ -6,9 +6,9 @@ import fcntl
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from tiffin.errors import RegistryConflictError, RegistryError
 from tiffin.registry.base import RegistryStore

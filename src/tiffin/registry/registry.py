@@ -24,16 +24,27 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from tiffin.definitions import (
-    DataSource, Definition, Entity, FeatureService, FeatureView, Project,
+    DataSource,
+    Definition,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Project,
 )
 from tiffin.errors import (
-    DataSourceNotFoundError, EntityNotFoundError, FeatureServiceNotFoundError,
-    FeatureViewNotFoundError, NotFoundError, RegistryConflictError, RegistryFormatError,
+    DataSourceNotFoundError,
+    EntityNotFoundError,
+    FeatureServiceNotFoundError,
+    FeatureViewNotFoundError,
+    NotFoundError,
+    RegistryConflictError,
+    RegistryFormatError,
 )
 from tiffin.registry.base import RegistryStore
 

@@ -14,7 +14,10 @@ from tiffin.definitions import DataSource, FeatureView, FileSource
 from tiffin.errors import BackendError, DefinitionError
 from tiffin.features import FeaturePlan
 from tiffin.offline.base import (
-    OfflineStore, RetrievalJob, entity_time_range, online_batch_schema,
+    OfflineStore,
+    RetrievalJob,
+    entity_time_range,
+    online_batch_schema,
 )
 from tiffin.offline.duckdb.config import DuckDBOfflineStoreConfig
 from tiffin.offline.pit import LatestRows, PointInTimeJoin, ViewJoin

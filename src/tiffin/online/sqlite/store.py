@@ -11,8 +11,8 @@ import json
 import logging
 import sqlite3
 import threading
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,7 +22,7 @@ from tiffin.definitions import FeatureView, Field
 from tiffin.errors import BackendError
 from tiffin.online.base import OnlineStore, ReadResult
 from tiffin.online.sqlite.config import SQLiteOnlineStoreConfig
-from tiffin.types import Array, FeastType
+from tiffin.types import Array, FeastType, from_micros
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
     if dtype.name == "Bool":
         return lambda v: None if v is None else bool(v)
     if dtype.name == "UnixTimestamp":
-        return lambda v: None if v is None else datetime.fromtimestamp(v / 1e6, timezone.utc)
+        return lambda v: None if v is None else from_micros(v)
     return None
 
 

@@ -1,0 +1,34 @@
+# The one entry point for humans and CI. Everything installs into .venv at the repo root.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -e '.[all,dev]'
+	touch $(STAMP)
+
+# Quickstart end to end on the embedded defaults (DuckDB + Parquet, SQLite, file registry).
+demo: install
+	$(PY) -m tiffin.demo demo_repo
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# tiffin beside Feast 0.67 (installed into .venv-feast), same workload, same run.
+bench: install
+	bash benchmarks/setup_feast.sh
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .venv-feast demo_repo .pytest_cache
