@@ -93,19 +93,20 @@ def entity_columns(entity_rows: Any, needed: Sequence[str]) -> tuple[dict[str, l
         if len(set(lengths.values())) > 1:
             raise RequestError(f"entity columns have different lengths: {lengths}")
         n = next(iter(lengths.values()), 0)
-        cols = {}
         for k in needed:
             if k not in entity_rows:
                 raise _missing(k, list(entity_rows))
-            cols[k] = list(entity_rows[k])
-        return cols, n
+        # Entity columns come back in the caller's order.
+        return {k: list(v) for k, v in entity_rows.items() if k in needed}, n
     if type(entity_rows).__module__.split(".")[0] in ("pandas", "polars"):
         return entity_columns(entity_rows.to_dict(as_series=False) if hasattr(
             entity_rows, "to_arrow") else entity_rows.to_dict("list"), needed)
     if not isinstance(entity_rows, Sequence) or isinstance(entity_rows, (str, bytes)):
         raise RequestError("entity_rows must be a list of dicts or a dict of lists, got "
                            f"{type(entity_rows).__name__}")
-    cols = {k: [] for k in needed}
+    first = entity_rows[0] if entity_rows and isinstance(entity_rows[0], Mapping) else {}
+    ordered = [k for k in first if k in needed] + [k for k in needed if k not in first]
+    cols: dict[str, list] = {k: [] for k in ordered}
     for i, row in enumerate(entity_rows):
         if not isinstance(row, Mapping):
             raise RequestError(f"entity row {i} is a {type(row).__name__}, not a dict")
@@ -158,7 +159,7 @@ def _check_key_values(name: str, values: list[Any], dtype: FeastType) -> list[An
 def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
                 now: float | None = None) -> OnlineResponse:
     needed = plan.entity_columns
-    cols, n = entity_columns(entity_rows, needed)
+    cols, _ = entity_columns(entity_rows, needed)
     key_types: dict[str, FeastType] = {}
     for v in plan.views:
         for key, col in zip(v.join_keys, v.entity_columns):
@@ -203,5 +204,4 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
     for out in plan.output_names:
         vals, stats, ts_list, dtype = by_output[out]
         values[out], statuses[out], event_ts[out], dtypes[out] = vals, stats, ts_list, dtype
-    del n
-    return OnlineResponse({c: cols[c] for c in needed}, values, statuses, event_ts, dtypes)
+    return OnlineResponse(cols, values, statuses, event_ts, dtypes)

@@ -1,0 +1,216 @@
+"""What every online store must do, checked through FeatureStore and the store interface."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from conftest import NOW, OnlineWorld
+from tiffin import FieldStatus
+from tiffin.errors import EntityDataFrameError, EntityValueError, FeatureNotFoundError
+from tiffin.online.reader import MAX_KEYS_PER_READ
+
+P, NV, NF, OLD = (FieldStatus.PRESENT, FieldStatus.NULL_VALUE, FieldStatus.NOT_FOUND,
+                  FieldStatus.OUTSIDE_MAX_AGE)
+
+
+def test_write_then_read_every_type(world):
+    ts_value = NOW - timedelta(days=3)
+    row = {"driver_id": 1, "__event_ts": NOW - timedelta(minutes=5), "i32": -7, "i64": 2**40,
+           "f32": 0.5, "f64": 1.25, "s": "héllo", "b": True, "raw": b"\x00\xff",
+           "ts": ts_value, "ai64": [1, None, 3], "as": ["a", "b"], "af64": []}
+    world.write("driver_stats", [row])
+    names = ["i32", "i64", "f32", "f64", "s", "b", "raw", "ts", "ai64", "as", "af64"]
+    resp = world.read([f"driver_stats:{n}" for n in names], [{"driver_id": 1}])
+    got = resp.to_dict()
+    assert got == {"driver_id": [1], "i32": [-7], "i64": [2**40], "f32": [0.5], "f64": [1.25],
+                   "s": ["héllo"], "b": [True], "raw": [b"\x00\xff"], "ts": [ts_value],
+                   "ai64": [[1, None, 3]], "as": [["a", "b"]], "af64": [[]]}
+    assert all(resp.statuses[n] == [P] for n in names)
+    assert resp.event_timestamps("i32") == [NOW - timedelta(minutes=5)]
+    # Arrow and pandas forms carry the declared types.
+    table = resp.to_arrow()
+    assert str(table.schema.field("f32").type) == "float"
+    assert resp.to_df()["s"].tolist() == ["héllo"]
+
+
+def test_unknown_key_is_not_found_and_stored_null_is_null_value(world):
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW, "i64": None, "s": "x"}])
+    resp = world.read(["driver_stats:i64", "driver_stats:s"], [{"driver_id": 1}, {"driver_id": 2}])
+    assert resp.to_dict() == {"driver_id": [1, 2], "i64": [None, None], "s": ["x", None]}
+    assert resp.statuses == {"i64": [NV, NF], "s": [P, NF]}
+
+
+@pytest.mark.parametrize("age, expected_status", [
+    (timedelta(hours=1, minutes=59), P),
+    (timedelta(hours=2, minutes=1), OLD),
+    (timedelta(days=400), OLD),
+])
+def test_ttl_is_enforced_on_read(world, age, expected_status):
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW - age, "i64": 5}])
+    resp = world.read(["driver_stats:i64"], [{"driver_id": 1}])
+    assert resp.statuses["i64"] == [expected_status]
+    assert resp.to_dict()["i64"] == ([5] if expected_status == P else [None])
+
+
+def test_view_without_ttl_never_expires(world):
+    world.write("customer_stats", [{"customer_id": "c1", "__event_ts": NOW - timedelta(days=3650),
+                                    "spend": 9.5, "tier": "gold"}])
+    resp = world.read(["customer_stats:spend"], [{"customer_id": "c1"}])
+    assert resp.to_dict()["spend"] == [9.5] and resp.statuses["spend"] == [P]
+
+
+@pytest.mark.parametrize("first, second, winner", [
+    # (event offset minutes, created offset minutes) pairs; later write loses unless newer
+    ((0, 0), (-10, 0), "first"),       # older event never overwrites a newer one
+    ((-10, 0), (0, 0), "second"),      # newer event wins
+    ((0, 5), (0, 1), "first"),         # same event, older created: ignored
+    ((0, 1), (0, 5), "second"),        # same event, newer created: replaces
+])
+def test_writes_are_monotonic_in_event_time(world, first, second, winner):
+    def row(offsets, value):
+        ev, cr = offsets
+        return {"driver_id": 1, "__event_ts": NOW + timedelta(minutes=ev - 30),
+                "__created_ts": NOW + timedelta(minutes=cr), "i64": value}
+    world.write("driver_stats", [row(first, 1)])
+    world.write("driver_stats", [row(second, 2)])
+    assert world.read(["driver_stats:i64"], [{"driver_id": 1}]).to_dict()["i64"] == \
+        [1 if winner == "first" else 2]
+
+
+def test_monotonic_within_one_batch(world):
+    world.write("driver_stats", [
+        {"driver_id": 1, "__event_ts": NOW, "i64": 1},
+        {"driver_id": 1, "__event_ts": NOW - timedelta(minutes=1), "i64": 2},
+    ])
+    assert world.read(["driver_stats:i64"], [{"driver_id": 1}]).to_dict()["i64"] == [1]
+
+
+def test_features_come_back_in_request_order_across_views(world):
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW, "i64": 10, "s": "d"}])
+    world.write("customer_stats", [{"customer_id": "c", "__event_ts": NOW, "spend": 1.5,
+                                    "tier": "t"}])
+    feats = ["customer_stats:tier", "driver_stats:i64", "customer_stats:spend", "driver_stats:s"]
+    got = world.read(feats, [{"driver_id": 1, "customer_id": "c"}]).to_dict()
+    assert list(got) == ["driver_id", "customer_id", "tier", "i64", "spend", "s"]
+    full = world.read(feats, [{"driver_id": 1, "customer_id": "c"}], full_feature_names=True)
+    assert list(full.to_dict())[2:] == ["customer_stats__tier", "driver_stats__i64",
+                                        "customer_stats__spend", "driver_stats__s"]
+
+
+def test_composite_keys(world):
+    world.write("pair_stats", [
+        {"driver_id": 1, "customer_id": "a", "__event_ts": NOW, "trips": 3},
+        {"driver_id": 1, "customer_id": "b", "__event_ts": NOW, "trips": 4},
+        {"driver_id": 2, "customer_id": "a", "__event_ts": NOW, "trips": 5},
+    ])
+    rows = {"driver_id": [1, 2, 1, 2], "customer_id": ["b", "a", "a", "b"]}
+    resp = world.read(["pair_stats:trips"], rows)
+    assert resp.to_dict()["trips"] == [4, 5, 3, None]
+    assert resp.statuses["trips"] == [P, P, P, NF]
+
+
+def test_duplicate_rows_and_row_shapes_agree(world):
+    world.write("driver_stats", [{"driver_id": d, "__event_ts": NOW, "i64": d * 10}
+                                 for d in (1, 2)])
+    as_list = world.read(["driver_stats:i64"], [{"driver_id": 2}, {"driver_id": 1},
+                                                {"driver_id": 2}]).to_dict()
+    as_cols = world.read(["driver_stats:i64"], {"driver_id": [2, 1, 2]}).to_dict()
+    as_df = world.read(["driver_stats:i64"], pd.DataFrame({"driver_id": [2, 1, 2]})).to_dict()
+    assert as_list == as_cols == as_df == {"driver_id": [2, 1, 2], "i64": [20, 10, 20]}
+
+
+def test_many_keys_are_read_in_bounded_chunks(world):
+    n = MAX_KEYS_PER_READ * 2 + 17
+    world.write("driver_stats", [{"driver_id": d, "__event_ts": NOW, "i64": d} for d in range(n)])
+    ids = list(range(n + 5))
+    got = world.read(["driver_stats:i64"], {"driver_id": ids}).to_dict()["i64"]
+    assert got == list(range(n)) + [None] * 5
+
+
+def test_bad_entity_input_is_a_clear_request_error(world):
+    with pytest.raises(EntityValueError, match="driver_id.*Int64.*str"):
+        world.read(["driver_stats:i64"], [{"driver_id": "1"}])
+    with pytest.raises(EntityDataFrameError, match="missing join key 'driver_id'") as e:
+        world.read(["driver_stats:i64"], [{"driver": 1}])
+    assert isinstance(e.value, ValueError)
+    with pytest.raises(FeatureNotFoundError, match="did you mean 'driver_stats:i64'"):
+        world.read(["driver_stats:i46"], [{"driver_id": 1}])
+
+
+def test_teardown_removes_data_and_reads_stay_safe(world):
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW, "i64": 1}])
+    view = world.view("driver_stats")
+    world.store.online_store.teardown([view])
+    resp = world.read(["driver_stats:i64"], [{"driver_id": 1}])
+    assert resp.statuses["i64"] == [NF]
+    world.store.online_store.prepare([view], [])  # prepare is idempotent and recreates
+    world.store.online_store.prepare([view], [])
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW, "i64": 2}])
+    assert world.read(["driver_stats:i64"], [{"driver_id": 1}]).to_dict()["i64"] == [2]
+
+
+def test_adding_a_feature_keeps_existing_rows(world, online_backend):
+    from tiffin import Field
+    from tiffin.types import Int64
+    world.write("customer_stats", [{"customer_id": "c", "__event_ts": NOW, "spend": 2.0,
+                                    "tier": "t"}])
+    world.pair_src  # keep the other sources referenced
+    pq_path = world.tmp / "customers.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    schema = pq.read_schema(pq_path).append(pa.field("visits", pa.int64()))
+    pq.write_table(schema.empty_table(), pq_path)
+    view = world.customer_stats
+    view.schema = list(view.schema) + [Field(name="visits", dtype=Int64)]
+    world.store.apply([view])
+    resp = world.read(["customer_stats:spend", "customer_stats:visits"], [{"customer_id": "c"}])
+    assert resp.to_dict() == {"customer_id": ["c"], "spend": [2.0], "visits": [None]}
+    assert resp.statuses == {"spend": [P], "visits": [NV]}
+
+
+def test_concurrent_readers_never_see_time_go_backwards(world):
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer():
+        try:
+            for i in range(200):
+                world.write("driver_stats", [{"driver_id": k, "__event_ts": NOW + timedelta(
+                    seconds=i), "i64": i} for k in range(5)])
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+        finally:
+            stop.set()
+
+    def reader():
+        last = -1
+        try:
+            while not stop.is_set():
+                vals = world.read(["driver_stats:i64"], {"driver_id": list(range(5))}).to_dict()["i64"]
+                seen = [v for v in vals if v is not None]
+                if seen:
+                    assert min(seen) >= last
+                    last = max(last, min(seen))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader)
+                                                   for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert world.read(["driver_stats:i64"], [{"driver_id": 0}]).to_dict()["i64"] == [199]
+
+
+def test_store_that_was_never_prepared_answers_not_found(tmp_path, online_backend):
+    w = OnlineWorld(tmp_path, online_backend)
+    w.store.online_store.teardown(w.store.list_feature_views())
+    resp = w.read(["pair_stats:trips"], {"driver_id": [1], "customer_id": ["a"]})
+    assert resp.statuses["trips"] == [NF]
+    w.store.close()
