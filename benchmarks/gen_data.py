@@ -47,9 +47,26 @@ UNKNOWN_CUSTOMER_BASE = 90_000_000
 
 CITIES = np.array(
     [
-        "Amsterdam", "Berlin", "Chennai", "Delhi", "Lagos", "Lima", "Lisbon", "Madrid",
-        "Mumbai", "Nairobi", "Oslo", "Paris", "Pune", "Quito", "Rome", "Seoul",
-        "Sydney", "Tokyo", "Toronto", "Warsaw",
+        "Amsterdam",
+        "Berlin",
+        "Chennai",
+        "Delhi",
+        "Lagos",
+        "Lima",
+        "Lisbon",
+        "Madrid",
+        "Mumbai",
+        "Nairobi",
+        "Oslo",
+        "Paris",
+        "Pune",
+        "Quito",
+        "Rome",
+        "Seoul",
+        "Sydney",
+        "Tokyo",
+        "Toronto",
+        "Warsaw",
     ],
     dtype=object,
 )
@@ -104,8 +121,7 @@ def make_drivers(rng: np.random.Generator, n_drivers: int, n_dups: int) -> pa.Ta
     # Half of the corrections are *older* than the original, so "last row in
     # file order wins" and "max(created) wins" give different answers.
     older = rng.random(dup.size) < 0.5
-    d_created = np.where(older, created[dup] - rng.integers(1, 120, dup.size) * US_PER_MIN,
-                         d_created)
+    d_created = np.where(older, created[dup] - rng.integers(1, 120, dup.size) * US_PER_MIN, d_created)
     m = dup.size
     cols = {
         "driver_id": np.concatenate([driver_id, driver_id[dup]]),
@@ -152,14 +168,13 @@ def make_customers(rng: np.random.Generator, n_customers: int) -> pa.Table:
     )
 
 
-def make_entity_df(rng: np.random.Generator, n_rows: int, n_drivers: int,
-                   n_customers: int) -> pa.Table:
+def make_entity_df(rng: np.random.Generator, n_rows: int, n_drivers: int, n_customers: int) -> pa.Table:
     start = _us(DRIVER_START)
     span = DRIVER_DAYS * US_PER_DAY
     ts = start + rng.integers(0, span, n_rows)  # microsecond resolution
-    on_hour = rng.random(n_rows) < 0.05          # exact hits on driver rows
+    on_hour = rng.random(n_rows) < 0.05  # exact hits on driver rows
     ts = np.where(on_hour, start + (ts - start) // US_PER_HOUR * US_PER_HOUR, ts)
-    before = rng.random(n_rows) < 0.01           # before any driver data
+    before = rng.random(n_rows) < 0.01  # before any driver data
     ts = np.where(before, start - rng.integers(1, 6 * US_PER_HOUR, n_rows), ts)
 
     driver_id = DRIVER_ID_BASE + rng.integers(0, n_drivers, n_rows)
@@ -167,8 +182,7 @@ def make_entity_df(rng: np.random.Generator, n_rows: int, n_drivers: int,
     driver_id = np.where(unk, UNKNOWN_DRIVER_BASE + rng.integers(0, 10_000, n_rows), driver_id)
     customer_id = CUSTOMER_ID_BASE + rng.integers(0, n_customers, n_rows)
     unk = rng.random(n_rows) < 0.01
-    customer_id = np.where(unk, UNKNOWN_CUSTOMER_BASE + rng.integers(0, 10_000, n_rows),
-                           customer_id)
+    customer_id = np.where(unk, UNKNOWN_CUSTOMER_BASE + rng.integers(0, 10_000, n_rows), customer_id)
     return pa.table(
         {
             "row_id": pa.array(np.arange(n_rows, dtype=np.int64)),
@@ -215,13 +229,11 @@ def generate(data_dir: str, scale: float, force: bool = False) -> dict:
     meta["drivers_table"] = _table_meta(drivers)
     del drivers
     customers = make_customers(rng, s["customers"])
-    pq.write_table(customers, os.path.join(data_dir, "customers.parquet"),
-                   row_group_size=ROW_GROUP)
+    pq.write_table(customers, os.path.join(data_dir, "customers.parquet"), row_group_size=ROW_GROUP)
     meta["customers_table"] = _table_meta(customers)
     del customers
     ent = make_entity_df(rng, s["entity_rows"], s["drivers"], s["customers"])
-    pq.write_table(ent, os.path.join(data_dir, "entity_df.parquet"),
-                   row_group_size=ENTITY_ROW_GROUP)
+    pq.write_table(ent, os.path.join(data_dir, "entity_df.parquet"), row_group_size=ENTITY_ROW_GROUP)
     meta["entity_table"] = _table_meta(ent)
     del ent
     with open(meta_path, "w") as f:
@@ -231,14 +243,12 @@ def generate(data_dir: str, scale: float, force: bool = False) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--data", default=None, help="output dir (default benchmarks/.data/scale-S)")
     ap.add_argument("--force", action="store_true", help="regenerate even if cached")
     a = ap.parse_args()
-    data = a.data or os.path.join(os.path.dirname(os.path.abspath(__file__)), ".data",
-                                  f"scale-{a.scale:g}")
+    data = a.data or os.path.join(os.path.dirname(os.path.abspath(__file__)), ".data", f"scale-{a.scale:g}")
     print(json.dumps(generate(data, a.scale, a.force), indent=2))
 
 

@@ -34,14 +34,55 @@ LABEL = {"tiffin": "tiffin", "feast": "Feast"}
 
 # --------------------------------------------------------------------------- running
 
-def run_child(python: str, lib: str, phase: str, repo: str, data: str, out_json: str,
-              log_path: str, extra: list[str]) -> dict:
-    cmd = [python, os.path.join(HERE, "side.py"), "--lib", lib, "--phase", phase,
-           "--repo", repo, "--data", data, "--out", out_json, *extra]
+
+def _cpu_busy_seconds() -> float:
+    """Machine-wide non-idle CPU seconds so far, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(limit_s: float, threshold: float = 0.25) -> float:
+    """Wait (up to limit_s) for a second in which the machine is nearly idle.
+
+    Returns the seconds waited.  threshold is busy CPU-seconds per second.
+    """
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit_s:
+        b0 = _cpu_busy_seconds()
+        time.sleep(1.0)
+        if _cpu_busy_seconds() - b0 < threshold:
+            break
+    return time.perf_counter() - t0
+
+
+def run_child(
+    python: str, lib: str, phase: str, repo: str, data: str, out_json: str, log_path: str, extra: list[str]
+) -> dict:
+    cmd = [
+        python,
+        os.path.join(HERE, "side.py"),
+        "--lib",
+        lib,
+        "--phase",
+        phase,
+        "--repo",
+        repo,
+        "--data",
+        data,
+        "--out",
+        out_json,
+        *extra,
+    ]
     if os.path.exists(out_json):
         os.remove(out_json)
     env = dict(os.environ)
     env.setdefault("PYTHONHASHSEED", "0")
+    busy_before = _cpu_busy_seconds()
     with open(log_path, "w") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -53,6 +94,11 @@ def run_child(python: str, lib: str, phase: str, repo: str, data: str, out_json:
         with open(out_json) as f:
             res = json.load(f)
     res["peak_rss_kib"] = ru.ru_maxrss  # KiB on Linux
+    res["process_cpu_seconds"] = ru.ru_utime + ru.ru_stime
+    # CPU time the rest of the machine used while the child ran: a busy
+    # neighbour skews timings on a 2-core box, so the report flags it.
+    busy = _cpu_busy_seconds() - busy_before
+    res["other_cpu_seconds"] = max(0.0, busy - res["process_cpu_seconds"])
     res["process_wall_seconds"] = wall
     res["exit_code"] = proc.returncode
     res["log"] = os.path.relpath(log_path, ROOT)
@@ -68,7 +114,10 @@ def run_child(python: str, lib: str, phase: str, repo: str, data: str, out_json:
 
 # --------------------------------------------------------------------------- exactness
 
-def compare_historical(entity_path: str, paths: dict[str, str]) -> dict:
+
+def compare_historical(
+    entity_path: str, paths: dict[str, str], pandas_dtypes: dict[str, dict] | None = None
+) -> dict:
     """Row-by-row comparison of the two historical results.
 
     Both frames are checked for keeping entity_df's row order, then aligned by
@@ -96,7 +145,13 @@ def compare_historical(entity_path: str, paths: dict[str, str]) -> dict:
     cols_a, cols_b = set(a.column_names), set(b.column_names)
     out["only_in_tiffin"] = sorted(cols_a - cols_b)
     out["only_in_feast"] = sorted(cols_b - cols_a)
+    # dtypes as the caller saw them in pandas (from the children), for information
     out["dtype_differences"] = {}
+    if pandas_dtypes and all(pandas_dtypes.get(k) for k in ("tiffin", "feast")):
+        dt, df_ = pandas_dtypes["tiffin"], pandas_dtypes["feast"]
+        out["dtype_differences"] = {
+            c: {"tiffin": dt[c], "feast": df_[c]} for c in sorted(set(dt) & set(df_)) if dt[c] != df_[c]
+        }
     per_col: dict[str, int] = {}
     if a.num_rows != b.num_rows:
         out["exact"] = False
@@ -124,8 +179,10 @@ def compare_historical(entity_path: str, paths: dict[str, str]) -> dict:
     def common(ta: pa.DataType, tb: pa.DataType) -> pa.DataType:
         for t in (ta, tb):
             if pa.types.is_dictionary(t):
-                return common(ta.value_type if pa.types.is_dictionary(ta) else ta,
-                              tb.value_type if pa.types.is_dictionary(tb) else tb)
+                return common(
+                    ta.value_type if pa.types.is_dictionary(ta) else ta,
+                    tb.value_type if pa.types.is_dictionary(tb) else tb,
+                )
         if ta.equals(tb):
             return ta
         if pa.types.is_timestamp(ta) and pa.types.is_timestamp(tb):
@@ -133,16 +190,16 @@ def compare_historical(entity_path: str, paths: dict[str, str]) -> dict:
         numeric = (pa.types.is_integer, pa.types.is_floating)
         if any(f(ta) for f in numeric) and any(f(tb) for f in numeric):
             return pa.float64()
-        if all(pa.types.is_string(t) or pa.types.is_large_string(t)
-               or pa.types.is_string_view(t) for t in (ta, tb)):
+        if all(
+            pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+            for t in (ta, tb)
+        ):
             return pa.string()
         return pa.string()
 
     total = 0
     for c in sorted(cols_a & cols_b):
         ta, tb = a[c].type, b[c].type
-        if not ta.equals(tb):
-            out["dtype_differences"][c] = {"tiffin": str(ta), "feast": str(tb)}
         tgt = common(ta, tb)
         try:
             x, y = norm(a[c], tgt), norm(b[c], tgt)
@@ -165,14 +222,17 @@ def compare_historical(entity_path: str, paths: dict[str, str]) -> dict:
     # a little context for humans: how sparse were the results
     nulls = {}
     for lib, t in tabs.items():
-        nulls[lib] = {c: t[c].null_count for c in t.column_names
-                      if c not in ("row_id", "driver_id", "customer_id", "event_timestamp",
-                                   "label")}
+        nulls[lib] = {
+            c: t[c].null_count
+            for c in t.column_names
+            if c not in ("row_id", "driver_id", "customer_id", "event_timestamp", "label")
+        }
     out["null_counts"] = nulls
     return out
 
 
 # --------------------------------------------------------------------------- report
+
 
 def machine_info() -> dict:
     info = {
@@ -218,59 +278,71 @@ def _ratio(a, b) -> str:
     return f"{a / b:.2f}x"
 
 
+def _cell(r: dict | None, v, unit: str) -> str:
+    if r is None:
+        return "-"
+    if not r.get("ok"):
+        return "skipped" if r.get("skipped") else "FAILED"
+    return _fmt(v, unit)
+
+
+def _val(r: dict | None, key: str):
+    return r.get(key) if r and r.get("ok") else None
+
+
+def _rss_mib(r: dict | None):
+    return r["peak_rss_kib"] / 1024 if r and r.get("ok") and "peak_rss_kib" in r else None
+
+
 def table_rows(results: dict) -> list[list[str]]:
     rows = []
     for phase in PHASES:
-        rs = {lib: results.get(lib, {}).get(phase) for lib in LIBS}
-        if not any(rs.values()):
+        rt_, rf_ = (results.get(lib, {}).get(phase) for lib in LIBS)
+        if rt_ is None and rf_ is None:
             continue
-
-        def get(lib, key):
-            r = rs.get(lib)
-            return r.get(key) if r and r.get("ok") else None
-
-        def rss(lib):
-            r = rs.get(lib)
-            return r["peak_rss_kib"] / 1024 if r and r.get("ok") and "peak_rss_kib" in r else None
-
-        def status(lib, v, unit):
-            r = rs.get(lib)
-            if r is None:
-                return "-"
-            if not r.get("ok"):
-                return "FAILED" if not r.get("skipped") else "skipped"
-            return _fmt(v, unit)
-
-        rt, rf = rss("tiffin"), rss("feast")
-        mem = [status("tiffin", rt, "MiB"), status("feast", rf, "MiB"), _ratio(rt, rf)]
+        mt, mf = _rss_mib(rt_), _rss_mib(rf_)
+        mem = [_cell(rt_, mt, "MiB"), _cell(rf_, mf, "MiB"), _ratio(mt, mf)]
         if phase.startswith("online"):
             for i, q in enumerate(("p50", "p99")):
-                vt, vf = get("tiffin", f"{q}_ms"), get("feast", f"{q}_ms")
-                rows.append([f"{phase} {q} (ms)", status("tiffin", vt, "ms"),
-                             status("feast", vf, "ms"), _ratio(vt, vf),
-                             *(mem if i == 0 else ["", "", ""])])
+                vt, vf = _val(rt_, f"{q}_ms"), _val(rf_, f"{q}_ms")
+                rows.append(
+                    [
+                        f"{phase} {q} (ms)",
+                        _cell(rt_, vt, "ms"),
+                        _cell(rf_, vf, "ms"),
+                        _ratio(vt, vf),
+                        *(mem if i == 0 else ["", "", ""]),
+                    ]
+                )
         else:
-            vt, vf = get("tiffin", "seconds"), get("feast", "seconds")
-            rows.append([f"{phase} (s)", status("tiffin", vt, "s"), status("feast", vf, "s"),
-                         _ratio(vt, vf), *mem])
+            vt, vf = _val(rt_, "seconds"), _val(rf_, "seconds")
+            rows.append([f"{phase} (s)", _cell(rt_, vt, "s"), _cell(rf_, vf, "s"), _ratio(vt, vf), *mem])
     return rows
 
 
-HEADER = ["phase", "tiffin", "Feast", "tiffin/Feast", "tiffin peak RSS MiB",
-          "Feast peak RSS MiB", "RSS tiffin/Feast"]
+HEADER = [
+    "phase",
+    "tiffin",
+    "Feast",
+    "tiffin/Feast",
+    "tiffin peak RSS MiB",
+    "Feast peak RSS MiB",
+    "RSS tiffin/Feast",
+]
 
 
 def render_text(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                               for i, (c, w) in enumerate(zip(r, widths)))
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(HEADER), sep, *map(line, rows)])
 
 
 def render_md(rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(HEADER) + " |",
-           "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|"]
+    out = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 1)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -279,13 +351,16 @@ def summary_lines(report: dict) -> list[str]:
     lines = []
     m = report["machine"]
     lines.append(f"date: {report['date']}")
-    lines.append(f"machine: {m.get('nproc')} cores, {m.get('mem_total_gib')} GiB, "
-                 f"{m.get('cpu', '?')}, {m.get('platform')}")
+    lines.append(
+        f"machine: {m.get('nproc')} cores, {m.get('mem_total_gib')} GiB, "
+        f"{m.get('cpu', '?')}, {m.get('platform')}"
+    )
     d = report["data"]
     lines.append(
         f"workload: scale {d['scale']}: drivers {d['drivers_table']['rows']:,} rows "
         f"({d['drivers']:,} drivers), customers {d['customers_table']['rows']:,} rows "
-        f"({d['customers']:,} customers), entity_df {d['entity_table']['rows']:,} rows")
+        f"({d['customers']:,} customers), entity_df {d['entity_table']['rows']:,} rows"
+    )
     for lib in LIBS:
         v = report["versions"].get(lib)
         if v:
@@ -293,25 +368,43 @@ def summary_lines(report: dict) -> list[str]:
     for lib in LIBS:
         r = report["results"].get(lib, {}).get("materialize")
         if r and r.get("ok"):
-            lines.append(f"materialize {LABEL[lib]}: {r['source_rows']:,} source rows, "
-                         f"{r['rows_per_second']:,.0f} rows/s")
+            lines.append(
+                f"materialize {LABEL[lib]}: {r['source_rows']:,} source rows, "
+                f"{r['rows_per_second']:,.0f} rows/s"
+            )
     ex = report.get("exactness")
     if ex:
         if ex.get("mismatching_cells") is None and "reason" in ex:
             lines.append(f"exact: no ({ex['reason']})")
         else:
-            lines.append(f"exact: {'yes' if ex['exact'] else 'no'} "
-                         f"({ex['mismatching_cells']} mismatching cells)")
+            lines.append(
+                f"exact: {'yes' if ex['exact'] else 'no'} ({ex['mismatching_cells']} mismatching cells)"
+            )
         if ex.get("mismatches_by_column"):
             lines.append(f"  mismatches by column: {ex['mismatches_by_column']}")
         if ex.get("only_in_tiffin") or ex.get("only_in_feast"):
-            lines.append(f"  columns only in tiffin: {ex['only_in_tiffin']}; "
-                         f"only in Feast: {ex['only_in_feast']}")
+            lines.append(
+                f"  columns only in tiffin: {ex['only_in_tiffin']}; only in Feast: {ex['only_in_feast']}"
+            )
         if ex.get("dtype_differences"):
-            lines.append(f"  dtype differences (values compared after casting): "
-                         f"{ex['dtype_differences']}")
-        lines.append(f"  entity_df row order kept: "
-                     + ", ".join(f"{LABEL[k]} {v}" for k, v in ex["order_kept"].items()))
+            lines.append(
+                f"  pandas dtype differences (values compared after casting): {ex['dtype_differences']}"
+            )
+        lines.append(
+            "  entity_df row order kept: " + ", ".join(f"{LABEL[k]} {v}" for k, v in ex["order_kept"].items())
+        )
+    noisy = [
+        f"{LABEL[lib]} {phase} ({r['other_cpu_seconds']:.1f} CPU-s in {r['process_wall_seconds']:.1f} s)"
+        for lib in LIBS
+        for phase, r in report["results"].get(lib, {}).items()
+        if r.get("other_cpu_seconds", 0) > max(1.0, 0.2 * r.get("process_wall_seconds", 0))
+    ]
+    if noisy:
+        lines.append(
+            "WARNING: other processes used the CPU during: "
+            + "; ".join(noisy)
+            + ". Timings are skewed; rerun on an idle machine."
+        )
     for lib in LIBS:
         for phase, r in report["results"].get(lib, {}).items():
             if not r.get("ok") and not r.get("skipped"):
@@ -320,6 +413,7 @@ def summary_lines(report: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- main
+
 
 def parse_phases(s: str) -> list[str]:
     out = []
@@ -336,20 +430,32 @@ def parse_phases(s: str) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", type=float, default=1.0,
-                    help="workload size factor (1.0 = 6.5M + 6M source rows, 1M entity rows)")
-    ap.add_argument("--phases", default="all",
-                    help="comma list of apply,historical,materialize,online_1,online_100 "
-                         "(or 'online', 'all'); later phases need the earlier ones' state")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="workload size factor (1.0 = 6.5M + 6M source rows, 1M entity rows)",
+    )
+    ap.add_argument(
+        "--phases",
+        default="all",
+        help="comma list of apply,historical,materialize,online_1,online_100 "
+        "(or 'online', 'all'); later phases need the earlier ones' state",
+    )
     ap.add_argument("--libs", default="tiffin,feast", help="which sides to run")
     ap.add_argument("--tiffin-python", default=os.path.join(ROOT, ".venv", "bin", "python"))
     ap.add_argument("--feast-python", default=os.path.join(ROOT, ".venv-feast", "bin", "python"))
     ap.add_argument("--data", default=None, help="data cache dir (default benchmarks/.data/scale-S)")
-    ap.add_argument("--work", default=os.path.join(HERE, ".work"),
-                    help="feature repos and child logs")
+    ap.add_argument("--work", default=os.path.join(HERE, ".work"), help="feature repos and child logs")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each phase, wait up to SECONDS for the machine to be idle",
+    )
     ap.add_argument("--online-calls-1", type=int, default=3000)
     ap.add_argument("--online-calls-100", type=int, default=500)
     ap.add_argument("--online-warmup", type=int, default=200)
@@ -363,16 +469,17 @@ def main() -> int:
     pythons = {"tiffin": a.tiffin_python, "feast": a.feast_python}
     for lib in libs:
         if not os.path.exists(pythons[lib]):
-            hint = " (run: bash benchmarks/setup_feast.sh)" if lib == "feast" else \
-                " (run: make install)"
+            hint = " (run: bash benchmarks/setup_feast.sh)" if lib == "feast" else " (run: make install)"
             raise SystemExit(f"{LABEL[lib]} interpreter not found: {pythons[lib]}{hint}")
 
     scale_tag = f"scale-{a.scale:g}"
     data = os.path.abspath(a.data or os.path.join(HERE, ".data", scale_tag))
     t0 = time.perf_counter()
     meta = gen_data.generate(data, a.scale)
-    print(f"data: {data} ({'reused' if meta['reused'] else 'generated'} "
-          f"in {time.perf_counter() - t0:.1f}s)", flush=True)
+    print(
+        f"data: {data} ({'reused' if meta['reused'] else 'generated'} in {time.perf_counter() - t0:.1f}s)",
+        flush=True,
+    )
 
     work = os.path.abspath(os.path.join(a.work, scale_tag))
     logs = os.path.join(work, "logs")
@@ -384,27 +491,52 @@ def main() -> int:
     for lib in libs:
         os.makedirs(repos[lib], exist_ok=True)
 
-    extra = ["--online-calls-1", str(a.online_calls_1), "--online-calls-100",
-             str(a.online_calls_100), "--online-warmup", str(a.online_warmup)]
+    extra = [
+        "--online-calls-1",
+        str(a.online_calls_1),
+        "--online-calls-100",
+        str(a.online_calls_100),
+        "--online-warmup",
+        str(a.online_warmup),
+    ]
     results: dict = {lib: {} for lib in libs}
     broken: dict = {}
     for phase in phases:
         for lib in libs:
             if lib in broken:
-                results[lib][phase] = {"ok": False, "skipped": True,
-                                       "error": f"skipped: {broken[lib]} failed"}
+                results[lib][phase] = {
+                    "ok": False,
+                    "skipped": True,
+                    "error": f"skipped: {broken[lib]} failed",
+                }
                 continue
-            print(f"[{datetime.now():%H:%M:%S}] {LABEL[lib]:6s} {phase} ...", end=" ",
-                  flush=True)
-            r = run_child(pythons[lib], lib, phase, repos[lib], data,
-                          os.path.join(work, f"{lib}-{phase}.json"),
-                          os.path.join(logs, f"{lib}-{phase}.log"), extra)
+            if a.wait_idle > 0:
+                waited = wait_idle(a.wait_idle)
+                if waited > 1.5:
+                    print(f"(waited {waited:.0f} s for an idle machine)", flush=True)
+            print(f"[{datetime.now():%H:%M:%S}] {LABEL[lib]:6s} {phase} ...", end=" ", flush=True)
+            r = run_child(
+                pythons[lib],
+                lib,
+                phase,
+                repos[lib],
+                data,
+                os.path.join(work, f"{lib}-{phase}.json"),
+                os.path.join(logs, f"{lib}-{phase}.log"),
+                extra,
+            )
             results[lib][phase] = r
             if r.get("ok"):
-                extra_s = (f"p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms"
-                           if phase.startswith("online") else f"{r['seconds']:.2f} s")
-                print(f"{extra_s}, peak RSS {r['peak_rss_kib'] / 1024:,.0f} MiB "
-                      f"(process {r['process_wall_seconds']:.1f} s)", flush=True)
+                extra_s = (
+                    f"p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms"
+                    if phase.startswith("online")
+                    else f"{r['seconds']:.2f} s"
+                )
+                print(
+                    f"{extra_s}, peak RSS {r['peak_rss_kib'] / 1024:,.0f} MiB "
+                    f"(process {r['process_wall_seconds']:.1f} s)",
+                    flush=True,
+                )
             else:
                 print(f"FAILED: {r.get('error')}", flush=True)
                 tb = r.get("traceback")
@@ -433,7 +565,9 @@ def main() -> int:
     if all(h.get("ok") and h.get("result_parquet") for h in hist.values()):
         report["exactness"] = compare_historical(
             os.path.join(data, "entity_df.parquet"),
-            {lib: hist[lib]["result_parquet"] for lib in LIBS})
+            {lib: hist[lib]["result_parquet"] for lib in LIBS},
+            {lib: hist[lib].get("result_dtypes") for lib in LIBS},
+        )
 
     rows = table_rows(results)
     text = render_text(rows)
@@ -450,8 +584,7 @@ def main() -> int:
         f.write(f"# tiffin vs Feast benchmark ({report['date']})\n\n")
         f.write(render_md(rows) + "\n\n")
         f.write("\n".join(f"- {x}" for x in lines) + "\n")
-    print(f"\nwrote {os.path.relpath(os.path.join(a.results, 'latest.json'), ROOT)} "
-          f"and latest.md")
+    print(f"\nwrote {os.path.relpath(os.path.join(a.results, 'latest.json'), ROOT)} and latest.md")
     failed = any(not r.get("ok") for lib in libs for r in results[lib].values())
     return 1 if failed else 0
 

@@ -87,10 +87,12 @@ def definitions(lib, data_dir: str) -> list:
     Entity, FeatureView, Field, FileSource = lib.Entity, lib.FeatureView, lib.Field, lib.FileSource
     ValueType, FeatureService = lib.ValueType, lib.FeatureService
 
-    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64,
-                    description="driver id")
-    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64,
-                      description="customer id")
+    driver = Entity(
+        name="driver", join_keys=["driver_id"], value_type=ValueType.INT64, description="driver id"
+    )
+    customer = Entity(
+        name="customer", join_keys=["customer_id"], value_type=ValueType.INT64, description="customer id"
+    )
     driver_src = FileSource(
         name="driver_hourly_source",
         path=os.path.abspath(os.path.join(data_dir, "drivers.parquet")),
@@ -199,8 +201,9 @@ def _pct(sorted_ns: list, q: float) -> float:
     return sorted_ns[k] / 1e6
 
 
-def phase_online(lib, store_cls, repo: str, data_dir: str, res: dict, rows_per_call: int,
-                 calls: int, warmup: int) -> None:
+def phase_online(
+    lib, store_cls, repo: str, data_dir: str, res: dict, rows_per_call: int, calls: int, warmup: int
+) -> None:
     meta = _meta(data_dir)
     n_drv, n_cus = meta["drivers"], meta["customers"]
     rng = random.Random(ONLINE_SEED + rows_per_call)
@@ -209,8 +212,10 @@ def phase_online(lib, store_cls, repo: str, data_dir: str, res: dict, rows_per_c
 
     def rows() -> list:
         return [
-            {"driver_id": DRIVER_ID_BASE + rng.randrange(n_drv),
-             "customer_id": CUSTOMER_ID_BASE + rng.randrange(n_cus)}
+            {
+                "driver_id": DRIVER_ID_BASE + rng.randrange(n_drv),
+                "customer_id": CUSTOMER_ID_BASE + rng.randrange(n_cus),
+            }
             for _ in range(rows_per_call)
         ]
 
@@ -239,8 +244,7 @@ def phase_online(lib, store_cls, repo: str, data_dir: str, res: dict, rows_per_c
     res["max_ms"] = lat[-1] / 1e6
     res["seconds"] = total
     # sanity: how many feature values came back non-null in the last warm-up call
-    nn = sum(1 for k, v in first.items() if k not in ("driver_id", "customer_id")
-             for x in v if x is not None)
+    nn = sum(1 for k, v in first.items() if k not in ("driver_id", "customer_id") for x in v if x is not None)
     res["warmup_last_nonnull_values"] = nn
     res["warmup_last_keys"] = sorted(first.keys())
 
@@ -248,8 +252,9 @@ def phase_online(lib, store_cls, repo: str, data_dir: str, res: dict, rows_per_c
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True, choices=["tiffin", "feast"])
-    ap.add_argument("--phase", required=True,
-                    choices=["apply", "historical", "materialize", "online_1", "online_100"])
+    ap.add_argument(
+        "--phase", required=True, choices=["apply", "historical", "materialize", "online_1", "online_100"]
+    )
     ap.add_argument("--repo", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
@@ -283,8 +288,7 @@ def main() -> int:
         elif a.phase == "online_1":
             phase_online(lib, store_cls, repo, a.data, res, 1, a.online_calls_1, a.online_warmup)
         elif a.phase == "online_100":
-            phase_online(lib, store_cls, repo, a.data, res, 100, a.online_calls_100,
-                         a.online_warmup)
+            phase_online(lib, store_cls, repo, a.data, res, 100, a.online_calls_100, a.online_warmup)
         res["ok"] = True
     except BaseException as e:  # report, don't hide: run.py prints it
         res["error"] = f"{type(e).__name__}: {e}"

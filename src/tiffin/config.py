@@ -263,4 +263,6 @@ def load_repo_config(repo_path: str | os.PathLike, fs_yaml_file: str | os.PathLi
     try:
         return RepoConfig(**raw, repo_path=repo_path)
     except ConfigError as e:
+        if e.message.startswith(f"{YAML_NAME}:") and path.name == YAML_NAME:
+            raise
         raise ConfigError(f"{path.name}: {e.message}", hint=e.hint) from None

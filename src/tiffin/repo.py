@@ -98,8 +98,11 @@ def load_repo(repo_path: str | os.PathLike) -> RepoContents:
                 raise
             except Exception as e:
                 tb = traceback.extract_tb(e.__traceback__)
-                line = next((f"{fr.filename}:{fr.lineno}" for fr in reversed(tb)
-                             if fr.filename == str(path)), str(path))
+                if isinstance(e, SyntaxError) and e.lineno:
+                    line = f"{path}:{e.lineno}"
+                else:
+                    line = next((f"{fr.filename}:{fr.lineno}" for fr in reversed(tb)
+                                 if fr.filename == str(path)), str(path))
                 raise DefinitionError(f"{line}: {type(e).__name__}: {e}",
                                       hint="fix the error, or list the file in .tiffinignore "
                                            "if it is not a definitions file") from e

@@ -21,6 +21,7 @@ The entity relation must already carry ``__row_id`` (input order) and ``__ts``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -59,7 +60,8 @@ class Dialect:
         return f"CAST({expr} AS TIMESTAMP)"
 
     def minus_seconds(self, expr: str, seconds: float) -> str:
-        return f"({expr} - INTERVAL '{int(seconds * 1_000_000)} microseconds')"
+        # round, not int: 1.000001 s is 1000000.9999 us as a float
+        return f"({expr} - INTERVAL '{round(seconds * 1_000_000)} microseconds')"
 
     def sql_type(self, dtype: T.FeastType) -> str:
         if isinstance(dtype, T.Array):
@@ -106,7 +108,8 @@ class PointInTimeJoin:
     min_ts: datetime | None  # range of entity timestamps, to prune source scans
     max_ts: datetime | None
     strategy: str = "asof"
-    extra: dict[str, str] = field(default_factory=dict)
+    # Output feature columns in request order (views interleave); default: view by view.
+    feature_order: list[str] = field(default_factory=list)
 
     def _source_cte(self, d: Dialect, v: ViewJoin) -> str:
         """The view's source rows: renamed columns, cast features, pruned to the time range."""
@@ -141,17 +144,18 @@ class PointInTimeJoin:
             strategy = "window"
         return self._render_asof(d) if strategy == "asof" else self._render_window(d)
 
-    def _select_outputs(self, d: Dialect, picks: dict[str, str]) -> str:
+    def _select_outputs(self, d: Dialect, pick: Callable[[ViewJoin, int], str]) -> str:
+        """Entity columns, then every feature (``pick`` renders one) in request order."""
         q = d.quote
+        by_name = {name: (v, i) for v in self.views for i, (_, name, _) in enumerate(v.features)}
+        order = self.feature_order or list(by_name)
         out = [f"e.{q(c)}" for c in self.entity_columns]
-        for v in self.views:
-            for i, (_, name, _) in enumerate(v.features):
-                out.append(f"{picks[v.alias]}.{q('f' + str(i))} AS {q(name)}")
+        out += [f"{pick(*by_name[name])} AS {q(name)}" for name in order]
         return ", ".join(out)
 
     def _render_asof(self, d: Dialect) -> str:
         q = d.quote
-        ctes, joins, picks = [], [], {}
+        ctes, joins = [], []
         for v in self.views:
             src = self._source_cte(d, v)
             keys = [q("k" + str(i)) for i in range(len(v.join_keys))]
@@ -164,25 +168,23 @@ class PointInTimeJoin:
             on = [f"e.{q(ek)} = {q(v.alias)}.{k}" for ek, k in zip(v.entity_keys, keys)]
             on.append(f"e.{ENTITY_TS} >= {q(v.alias)}.{EVENT_TS}")
             joins.append(f"ASOF LEFT JOIN {q(v.alias)} ON {' AND '.join(on)}")
-            picks[v.alias] = q(v.alias)
-        # ttl: the ASOF match is the newest eligible row; if it is too old, null the features.
-        outputs = []
-        for c in self.entity_columns:
-            outputs.append(f"e.{q(c)}")
-        for v in self.views:
+
+        def pick(v: ViewJoin, i: int) -> str:
+            # ttl: the ASOF match is the newest eligible row; if it is too old, so is every
+            # other candidate, and the feature is null.
             a = q(v.alias)
-            for i, (_, name, _) in enumerate(v.features):
-                col = f"{a}.{q('f' + str(i))}"
-                if v.ttl_seconds:
-                    col = (f"CASE WHEN {a}.{EVENT_TS} >= "
-                           f"{d.minus_seconds('e.' + ENTITY_TS, v.ttl_seconds)} THEN {col} END")
-                outputs.append(f"{col} AS {q(name)}")
-        return (f"WITH {', '.join(ctes)} SELECT {', '.join(outputs)} "
+            col = f"{a}.{q('f' + str(i))}"
+            if v.ttl_seconds:
+                col = (f"CASE WHEN {a}.{EVENT_TS} >= "
+                       f"{d.minus_seconds('e.' + ENTITY_TS, v.ttl_seconds)} THEN {col} END")
+            return col
+
+        return (f"WITH {', '.join(ctes)} SELECT {self._select_outputs(d, pick)} "
                 f"FROM {self.entity_relation} AS e {' '.join(joins)} ORDER BY e.{ROW_ID}")
 
     def _render_window(self, d: Dialect) -> str:
         q = d.quote
-        ctes, joins, picks = [], [], {}
+        ctes, joins, matches = [], [], {}
         for v in self.views:
             src_alias, match_alias = q(v.alias + "__src"), q(v.alias + "__match")
             ctes.append(f"{src_alias} AS ({self._source_cte(d, v)})")
@@ -199,8 +201,12 @@ class PointInTimeJoin:
                       f"JOIN {src_alias} AS s ON {' AND '.join(on)}")
             ctes.append(f"{match_alias} AS (SELECT * FROM ({ranked}) AS r WHERE __rn = 1)")
             joins.append(f"LEFT JOIN {match_alias} ON {match_alias}.{ROW_ID} = e.{ROW_ID}")
-            picks[v.alias] = match_alias
-        return (f"WITH {', '.join(ctes)} SELECT {self._select_outputs(d, picks)} "
+            matches[v.alias] = match_alias
+
+        def pick(v: ViewJoin, i: int) -> str:
+            return f"{matches[v.alias]}.{q('f' + str(i))}"
+
+        return (f"WITH {', '.join(ctes)} SELECT {self._select_outputs(d, pick)} "
                 f"FROM {self.entity_relation} AS e {' '.join(joins)} ORDER BY e.{ROW_ID}")
 
 

@@ -184,7 +184,7 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
             found.update(store.read(v.view, unique[start:start + MAX_KEYS_PER_READ], names))
         hits = [found.get(k) for k in keys]
         ttl = v.view.ttl_seconds
-        cutoff = now_us - int(ttl * 1_000_000) if ttl else None
+        cutoff = now_us - round(ttl * 1_000_000) if ttl else None
         ts_list = [None if h is None else h[0] for h in hits]
         for i, out in enumerate(v.output_names):
             vals, stats = [], []

@@ -6,9 +6,10 @@ A backend supplies ``config(tmp_path) -> dict`` (the ``online_store:`` section) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,7 +18,15 @@ import pytest
 from tiffin import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
 from tiffin.offline.base import online_batch_schema
 from tiffin.types import (
-    Array, Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp,
+    Array,
+    Bool,
+    Bytes,
+    Float32,
+    Float64,
+    Int32,
+    Int64,
+    String,
+    UnixTimestamp,
 )
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-
 from conftest import NOW, OnlineWorld
+
 from tiffin import FieldStatus
 from tiffin.errors import EntityDataFrameError, EntityValueError, FeatureNotFoundError
 from tiffin.online.reader import MAX_KEYS_PER_READ
@@ -158,7 +158,6 @@ def test_adding_a_feature_keeps_existing_rows(world, online_backend):
     from tiffin.types import Int64
     world.write("customer_stats", [{"customer_id": "c", "__event_ts": NOW, "spend": 2.0,
                                     "tier": "t"}])
-    world.pair_src  # keep the other sources referenced
     pq_path = world.tmp / "customers.parquet"
     import pyarrow as pa
     import pyarrow.parquet as pq

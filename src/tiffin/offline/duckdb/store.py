@@ -20,7 +20,7 @@ from tiffin.offline.base import (
     online_batch_schema,
 )
 from tiffin.offline.duckdb.config import DuckDBOfflineStoreConfig
-from tiffin.offline.pit import LatestRows, PointInTimeJoin, ViewJoin
+from tiffin.offline.pit import ENTITY_TS, ROW_ID, LatestRows, PointInTimeJoin, ViewJoin
 from tiffin.types import TIMESTAMP
 
 
@@ -111,12 +111,13 @@ class DuckDBOfflineStore(OfflineStore):
                 features=[(f.name, out, f.dtype) for f, out in zip(req.features,
                                                                     req.output_names)],
                 ttl_seconds=view.ttl_seconds))
-        return PointInTimeJoin("entity_df", entity_columns, views, lo, hi, strategy)
+        return PointInTimeJoin("entity_df", entity_columns, views, lo, hi, strategy,
+                               feature_order=plan.output_names)
 
     def get_historical_features(self, entity: pa.Table, timestamp_column: str,
                                 plan: FeaturePlan, full_feature_names: bool,
                                 strategy: str = "asof") -> RetrievalJob:
-        entity_columns = [c for c in entity.column_names if not c.startswith("__")]
+        entity_columns = [c for c in entity.column_names if c not in (ROW_ID, ENTITY_TS)]
         sql = self.build_join(entity, entity_columns, plan, strategy).render(self.dialect)
         ts_col = timestamp_column
 
