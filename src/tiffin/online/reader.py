@@ -40,32 +40,48 @@ class OnlineResponse:
     """Features for each requested entity row, with a status and event time per value.
 
     ``to_dict()`` gives ``{column: [values]}``: the entity columns first, then the
-    features in the order requested.
+    features in the order requested. ``statuses`` gives a FieldStatus per value;
+    it is computed on first access, so callers that only want values pay nothing.
     """
 
     def __init__(self, entity_columns: dict[str, list[Any]], values: dict[str, list[Any]],
-                 statuses: dict[str, list[FieldStatus]], event_ts: dict[str, list[int | None]],
+                 hits: dict[str, tuple[list[Any], int, int | None]],
                  dtypes: dict[str, FeastType]):
         self._entities = entity_columns
         self._values = values
-        self.statuses = statuses
-        self._event_ts = event_ts
+        self._hits = hits  # feature -> (stored rows per request row, value index, ttl cutoff)
         self._dtypes = dtypes
+        self._statuses: dict[str, list[FieldStatus]] | None = None
 
     @property
     def feature_names(self) -> list[str]:
         return list(self._entities) + list(self._values)
 
+    @property
+    def statuses(self) -> dict[str, list[FieldStatus]]:
+        if self._statuses is None:
+            self._statuses = {}
+            for name, (hits, i, cutoff) in self._hits.items():
+                self._statuses[name] = [
+                    NOT_FOUND if h is None else
+                    OUTSIDE_MAX_AGE if cutoff is not None and h[0] < cutoff else
+                    NULL_VALUE if h[1][i] is None else PRESENT for h in hits]
+        return self._statuses
+
+    def _event_ts(self, name: str) -> list[int | None]:
+        return [None if h is None else h[0] for h in self._hits[name][0]]
+
     def to_dict(self, include_event_timestamps: bool = False) -> dict[str, list[Any]]:
         out = {**self._entities, **self._values}
         if include_event_timestamps:
-            for name, ts in self._event_ts.items():
-                out[f"{name}__ts"] = [None if t is None else t // 1_000_000 for t in ts]
+            for name in self._values:
+                out[f"{name}__ts"] = [None if t is None else t // 1_000_000
+                                      for t in self._event_ts(name)]
         return out
 
     def event_timestamps(self, name: str) -> list[datetime | None]:
-        return [None if t is None else from_micros(t)
-                for t in self._event_ts[name]]
+        """When each value's row happened (None where no row was found)."""
+        return [None if t is None else from_micros(t) for t in self._event_ts(name)]
 
     def to_arrow(self, include_event_timestamps: bool = False) -> pa.Table:
         cols: dict[str, pa.Array] = {}
@@ -75,7 +91,7 @@ class OnlineResponse:
             cols[name] = pa.array(vals, type=self._dtypes[name].to_arrow())
             if include_event_timestamps:
                 cols[f"{name}__ts"] = pa.array(
-                    self._event_ts[name], type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+                    self._event_ts(name), type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
         return pa.table(cols)
 
     def to_df(self, include_event_timestamps: bool = False) -> Any:
@@ -156,24 +172,28 @@ def _check_key_values(name: str, values: list[Any], dtype: FeastType) -> list[An
     return values
 
 
+def _key_types(plan: FeaturePlan) -> dict[str, FeastType]:
+    """Request column -> join-key type; cached on the plan (plans are cached per request shape)."""
+    cached = getattr(plan, "_key_types", None)
+    if cached is None:
+        cached = {}
+        for v in plan.views:
+            types = {f.name: f.dtype for f in v.view.entity_columns}
+            for key, col in zip(v.join_keys, v.entity_columns):
+                cached.setdefault(col, types[key])
+        plan._key_types = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
                 now: float | None = None) -> OnlineResponse:
-    needed = plan.entity_columns
-    cols, _ = entity_columns(entity_rows, needed)
-    key_types: dict[str, FeastType] = {}
-    for v in plan.views:
-        for key, col in zip(v.join_keys, v.entity_columns):
-            key_types.setdefault(col, next(f.dtype for f in v.view.entity_columns
-                                           if f.name == key))
-    for name in needed:
-        cols[name] = _check_key_values(name, cols[name], key_types[name])
+    key_types = _key_types(plan)
+    cols, _ = entity_columns(entity_rows, plan.entity_columns)
+    for name, col in cols.items():
+        _check_key_values(name, col, key_types[name])
     now_us = int((time.time() if now is None else now) * 1_000_000)
 
-    values: dict[str, list[Any]] = {}
-    statuses: dict[str, list[FieldStatus]] = {}
-    event_ts: dict[str, list[int | None]] = {}
-    dtypes: dict[str, FeastType] = {}
-    by_output: dict[str, tuple] = {}
+    by_output: dict[str, tuple[list[Any], tuple[list[Any], int, int | None], FeastType]] = {}
     for v in plan.views:
         key_cols = [cols[c] for c in v.entity_columns]
         keys = list(zip(*key_cols)) if len(key_cols) > 1 else [(k,) for k in key_cols[0]]
@@ -185,23 +205,14 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
         hits = [found.get(k) for k in keys]
         ttl = v.view.ttl_seconds
         cutoff = now_us - round(ttl * 1_000_000) if ttl else None
-        ts_list = [None if h is None else h[0] for h in hits]
-        for i, out in enumerate(v.output_names):
-            vals, stats = [], []
-            for h in hits:
-                if h is None:
-                    vals.append(None)
-                    stats.append(NOT_FOUND)
-                elif cutoff is not None and h[0] < cutoff:
-                    vals.append(None)
-                    stats.append(OUTSIDE_MAX_AGE)
-                else:
-                    x = h[1][i]
-                    vals.append(x)
-                    stats.append(PRESENT if x is not None else NULL_VALUE)
-            by_output[out] = (vals, stats, ts_list, v.features[i].dtype)
+        # Rows whose event time is older than the ttl read as absent values.
+        live = [None if h is None or (cutoff is not None and h[0] < cutoff) else h[1]
+                for h in hits]
+        for i, (out, f) in enumerate(zip(v.output_names, v.features)):
+            by_output[out] = ([None if r is None else r[i] for r in live], (hits, i, cutoff),
+                              f.dtype)
     # Outputs in request order, whatever view they came from.
-    for out in plan.output_names:
-        vals, stats, ts_list, dtype = by_output[out]
-        values[out], statuses[out], event_ts[out], dtypes[out] = vals, stats, ts_list, dtype
-    return OnlineResponse(cols, values, statuses, event_ts, dtypes)
+    values = {out: by_output[out][0] for out in plan.output_names}
+    raw = {out: by_output[out][1] for out in plan.output_names}
+    dtypes = {out: by_output[out][2] for out in plan.output_names}
+    return OnlineResponse(cols, values, raw, dtypes)
