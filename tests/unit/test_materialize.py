@@ -32,8 +32,12 @@ ROWS = [  # driver_id, event hour, created hour, value, city
 ]
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(params=["aggregate", "window"])
+def store(tmp_path, request, monkeypatch):
+    if request.param == "window":
+        # The portable ROW_NUMBER form other dialects use, run on DuckDB.
+        from tiffin.offline.pit import DuckDBDialect
+        monkeypatch.setattr(DuckDBDialect, "supports_arg_max", False)
     table = pa.table({
         "driver_id": [r[0] for r in ROWS],
         "event_timestamp": pa.array([h(r[1]) for r in ROWS], pa.timestamp("us", "UTC")),

@@ -40,6 +40,7 @@ class Dialect:
 
     name = "ansi"
     supports_asof = False
+    supports_arg_max = False  # arg_max(value, ordering) aggregate
     registry: dict[str, type[Dialect]] = {}
 
     def __init_subclass__(cls, **kw: object) -> None:
@@ -70,6 +71,12 @@ class Dialect:
                 "String": "VARCHAR", "Bool": "BOOLEAN", "Bytes": "BLOB",
                 "UnixTimestamp": "TIMESTAMP WITH TIME ZONE"}[dtype.name]
 
+    def struct(self, fields: list[tuple[str, str]]) -> str:
+        """A struct value from (name, expression) pairs; compares field by field."""
+        def lit(name: str) -> str:
+            return "'" + name.replace("'", "''") + "'"
+        return "{" + ", ".join(f"{lit(n)}: {e}" for n, e in fields) + "}"
+
     def cast(self, expr: str, dtype: T.FeastType) -> str:
         return f"CAST({expr} AS {self.sql_type(dtype)})"
 
@@ -77,6 +84,7 @@ class Dialect:
 class DuckDBDialect(Dialect):
     name = "duckdb"
     supports_asof = True
+    supports_arg_max = True
 
 
 @dataclass
@@ -239,13 +247,23 @@ class LatestRows:
         if self.start is not None:
             where.append(f"{q(src.timestamp)} >= {d.timestamp_literal(self.start, zoned)}")
         where += [f"{q(src.columns[k])} IS NOT NULL" for k in self.join_keys]
-        order = [f"{q(src.timestamp)} DESC"]
-        if src.created:
-            order.append(f"{q(src.created)} DESC NULLS LAST")
-        keys = ", ".join(q(src.columns[k]) for k in self.join_keys)
-        return (f"SELECT {', '.join(cols)} FROM {src.relation} AS src "
-                f"WHERE {' AND '.join(where)} "
-                f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {', '.join(order)}) = 1")
+        rows = f"SELECT {', '.join(cols)} FROM {src.relation} AS src WHERE {' AND '.join(where)}"
+        keys = [q(k) for k in self.join_keys]
+        outputs = keys + [q(f) for f, _ in self.features] + [EVENT_TS, CREATED_TS]
+        if d.supports_arg_max:
+            # One hash aggregation instead of a sort: the row with the greatest
+            # (event_ts, created_ts) per key; a null created sorts below any value.
+            fields = [f for f, _ in self.features] + [EVENT_TS, CREATED_TS]
+            row = d.struct([(f, q(f)) for f in fields])
+            oldest = d.timestamp_literal(datetime(1, 1, 1, tzinfo=timezone.utc), True)
+            order = d.struct([("t", EVENT_TS), ("c", f"COALESCE({CREATED_TS}, {oldest})")])
+            picked = ", ".join(f"__v.{q(f)}" for f in fields)
+            return (f"SELECT {', '.join(keys)}, {picked} FROM (SELECT {', '.join(keys)}, "
+                    f"arg_max({row}, {order}) AS __v FROM ({rows}) AS r "
+                    f"GROUP BY {', '.join(keys)}) AS g")
+        return (f"SELECT {', '.join(outputs)} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY "
+                f"{', '.join(keys)} ORDER BY {EVENT_TS} DESC, {CREATED_TS} DESC NULLS LAST) "
+                f"AS __rn FROM ({rows}) AS r) AS ranked WHERE __rn = 1")
 
 
 def _is_zoned(src: SourceColumns, column: str) -> bool:
