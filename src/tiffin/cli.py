@@ -152,35 +152,32 @@ def teardown(ctx: click.Context, yes: bool) -> None:
 
 
 class _Progress:
-    """A one-line live row counter per view (plain lines when not on a terminal)."""
+    """A live count of rows written (views load concurrently), on a terminal only."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, int] = {}
-        self.started: dict[str, float] = {}
+        self.rows = 0
         self.tty = sys.stderr.isatty()
 
     def __call__(self, view: str, n: int) -> None:
-        self.started.setdefault(view, time.perf_counter())
-        self.rows[view] = self.rows.get(view, 0) + n
+        self.rows += n
         if self.tty:
-            click.echo(f"\r  {view}: {self.rows[view]:,} rows written", nl=False, err=True)
+            click.echo(f"\r  {self.rows:,} rows written", nl=False, err=True)
 
-    def done(self, view: str, rows: int, started: float) -> None:
-        if self.tty and view in self.rows:
-            click.echo("\r", nl=False, err=True)
-        click.echo(f"  {view}: {rows:,} rows in {time.perf_counter() - started:.2f}s")
+    def clear(self) -> None:
+        if self.tty and self.rows:
+            click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
 
 
-def _run_materialize(ctx: click.Context, fn: Callable[..., Any], views: tuple[str, ...],
-                     **kw: Any) -> None:
+def _run_materialize(ctx: click.Context, fn: Callable[..., Any], views: tuple[str, ...]) -> None:
     store = _store(ctx)
-    names = list(views) or [v.name for v in store.list_feature_views(allow_cache=False)
-                            if v.online]
     progress = _Progress()
-    for name in names:
-        started = time.perf_counter()
-        (result,) = fn(store, feature_views=[name], progress=progress, **kw)
-        progress.done(name, result.rows, started)
+    started = time.perf_counter()
+    results = fn(store, feature_views=list(views) or None, progress=progress)
+    progress.clear()
+    for r in results:
+        newest = f", newest event {r.max_event_ts.isoformat()}" if r.max_event_ts else ""
+        click.echo(f"  {r.view}: {r.rows:,} rows{newest}")
+    click.echo(f"Done in {time.perf_counter() - started:.2f}s.")
 
 
 @cli.command()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
@@ -227,8 +228,8 @@ class FeatureStore:
         start, end = to_utc(start_date, "start_date"), to_utc(end_date, "end_date")
         if start > end:
             raise RequestError(f"start {start.isoformat()} is after end {end.isoformat()}")
-        return [self._materialize_view(v, start, end, progress)
-                for v in self._views(feature_views)]
+        return self._materialize([(v, start) for v in self._views(feature_views)], end,
+                                 progress)
 
     def materialize_incremental(self, end_date: datetime | str,
                                 feature_views: Sequence[str] | None = None,
@@ -238,28 +239,35 @@ class FeatureStore:
         history for views without a ttl) up to ``end_date``."""
         end = to_utc(end_date, "end_date")
         snap = self.registry.snapshot(allow_cache=False)
-        results = []
+        work: list[tuple[FeatureView, datetime | None]] = []
         for view in self._views(feature_views):
             mark = snap.materialization(view.name)["watermark"]
             if mark is not None:
-                start: datetime | None = datetime.fromisoformat(mark)
-            elif view.ttl:
-                start = end - view.ttl
+                work.append((view, datetime.fromisoformat(mark)))
             else:
-                start = None
-            results.append(self._materialize_view(view, start, end, progress))
-        return results
+                work.append((view, end - view.ttl if view.ttl else None))
+        return self._materialize(work, end, progress)
 
-    def _materialize_view(self, view: FeatureView, start: datetime | None, end: datetime,
-                          progress: Callable[[str, int], None] | None) -> MaterializeResult:
-        if not view.online:
-            raise RequestError(f"feature view {view.name!r} has online=False")
-        self.online_store.prepare([view], [])
-        report = (lambda n: progress(view.name, n)) if progress else None
-        result = self.engine.materialize(self.offline_store, self.online_store, view, start,
-                                         end, report)
-        self.registry.record_materialization(view.name, start or EPOCH, end)
-        return result
+    def _materialize(self, work: list[tuple[FeatureView, datetime | None]], end: datetime,
+                     progress: Callable[[str, int], None] | None) -> list[MaterializeResult]:
+        for view, _ in work:
+            if not view.online:
+                raise RequestError(f"feature view {view.name!r} has online=False")
+        self.online_store.prepare([view for view, _ in work], [])
+
+        def run(view: FeatureView, start: datetime | None) -> MaterializeResult:
+            report = (lambda n: progress(view.name, n)) if progress else None
+            result = self.engine.materialize(self.offline_store, self.online_store, view,
+                                             start, end, report)
+            self.registry.record_materialization(view.name, start or EPOCH, end)
+            return result
+
+        if len(work) == 1:
+            return [run(*work[0])]
+        # Two views at a time: one view's offline query runs while another's rows are being
+        # written online, so neither the CPU-bound scan nor the write waits for the other.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tiffin-materialize") as pool:
+            return list(pool.map(lambda w: run(*w), work))
 
     def __repr__(self) -> str:
         return f"FeatureStore(project={self.project!r}, repo_path={str(self.repo_path)!r})"
