@@ -25,12 +25,14 @@ from tiffin import DataSource, FeatureStore, FileSource, RepoConfig, RetrievalJo
 class DuckDBBackend:
     """Sources are Parquet files under the test's tmp_path, read by the duckdb offline store.
 
-    ``strategy`` picks the SQL the store renders for the point-in-time join: ``"asof"`` is
-    what ``FeatureStore.get_historical_features`` uses; ``"window"`` is the portable
-    ROW_NUMBER() form later SQL backends will use, reached through the store's internals.
+    ``strategy`` picks how the store joins: ``"auto"`` is what
+    ``FeatureStore.get_historical_features`` does (for these small sources, the in-memory
+    merge); ``"memory"`` forces that merge, ``"asof"`` DuckDB's ASOF SQL (what large
+    sources get) and ``"window"`` the portable ROW_NUMBER() SQL later backends use. The
+    forced ones are reached through the store's internals.
     """
 
-    def __init__(self, root: Path, strategy: str = "asof"):
+    def __init__(self, root: Path, strategy: str = "auto"):
         self.root = root
         self.strategy = strategy
         self.name = f"duckdb-{strategy}"
@@ -50,7 +52,7 @@ class DuckDBBackend:
 
     def get_historical_features(self, store: FeatureStore, entity_df: Any, features: Any,
                                 full_feature_names: bool = False) -> RetrievalJob:
-        if self.strategy == "asof":
+        if self.strategy == "auto":
             return store.get_historical_features(entity_df=entity_df, features=features,
                                                  full_feature_names=full_feature_names)
         from tiffin.offline.base import prepare_entity
@@ -62,6 +64,8 @@ class DuckDBBackend:
 
 # name -> factory(root directory) ; add PostgreSQL / Spark backends here.
 BACKENDS: dict[str, Callable[[Path], Any]] = {
+    "duckdb": lambda root: DuckDBBackend(root, "auto"),
+    "duckdb-memory": lambda root: DuckDBBackend(root, "memory"),
     "duckdb-asof": lambda root: DuckDBBackend(root, "asof"),
     "duckdb-window": lambda root: DuckDBBackend(root, "window"),
 }

@@ -86,6 +86,14 @@ class DuckDBDialect(Dialect):
     supports_asof = True
     supports_arg_max = True
 
+    def as_utc(self, expr: str, zoned: bool) -> str:
+        # A zoned -> zone-less CAST goes through ICU's calendar per row (seconds on millions
+        # of rows); the epoch arithmetic gives the same UTC wall time almost for free.
+        # The inner CASTs only change units (ns/ms -> us), never zones.
+        if zoned:
+            return f"make_timestamp(epoch_us(CAST({expr} AS TIMESTAMP WITH TIME ZONE)))"
+        return f"CAST({expr} AS TIMESTAMP)"
+
     def recency_key(self, event_ts: str, created_ts: str | None) -> str:
         """One sortable number for (event_ts, created_ts), null created lowest.
 
@@ -129,7 +137,7 @@ class PointInTimeJoin:
     # Output feature columns in request order (views interleave); default: view by view.
     feature_order: list[str] = field(default_factory=list)
 
-    def _source_cte(self, d: Dialect, v: ViewJoin) -> str:
+    def source_query(self, d: Dialect, v: ViewJoin) -> str:
         """The view's source rows: renamed columns, cast features, pruned to the time range."""
         q = d.quote
         src = v.source
@@ -175,7 +183,7 @@ class PointInTimeJoin:
         q = d.quote
         ctes, joins = [], []
         for v in self.views:
-            src = self._source_cte(d, v)
+            src = self.source_query(d, v)
             keys = [q("k" + str(i)) for i in range(len(v.join_keys))]
             if v.source.created:
                 # The ASOF join cannot break ties itself: keep one row per (keys, event_ts).
@@ -205,7 +213,7 @@ class PointInTimeJoin:
         ctes, joins, matches = [], [], {}
         for v in self.views:
             src_alias, match_alias = q(v.alias + "__src"), q(v.alias + "__match")
-            ctes.append(f"{src_alias} AS ({self._source_cte(d, v)})")
+            ctes.append(f"{src_alias} AS ({self.source_query(d, v)})")
             on = [f"e.{q(ek)} = s.{q('k' + str(i))}" for i, ek in enumerate(v.entity_keys)]
             on.append(f"s.{EVENT_TS} <= e.{ENTITY_TS}")
             if v.ttl_seconds:
@@ -250,9 +258,10 @@ class LatestRows:
             if not _same_type(src.arrow_types.get(raw), dtype):
                 expr = d.cast(expr, dtype)
             cols.append(f"{expr} AS {q(logical)}")
-        cols.append(f"{q(src.timestamp)} AS {EVENT_TS}")
-        cols.append(f"{q(src.created)} AS {CREATED_TS}" if src.created
-                    else f"CAST(NULL AS {d.sql_type(T.UnixTimestamp)}) AS {CREATED_TS}")
+        # Times as zone-less UTC: cheap to compare, and Arrow labels them UTC on the way out.
+        cols.append(f"{d.as_utc(q(src.timestamp), zoned)} AS {EVENT_TS}")
+        cols.append(f"{d.as_utc(q(src.created), _is_zoned(src, src.created))} AS {CREATED_TS}"
+                    if src.created else f"CAST(NULL AS TIMESTAMP) AS {CREATED_TS}")
         where = [f"{q(src.timestamp)} <= {d.timestamp_literal(self.end, zoned)}"]
         if self.start is not None:
             where.append(f"{q(src.timestamp)} >= {d.timestamp_literal(self.start, zoned)}")

@@ -12,6 +12,9 @@ class DuckDBOfflineStoreConfig(BackendConfig):
     memory_limit: str | None = None  # e.g. "4GB"; DuckDB spills to temp_directory past it
     temp_directory: str | None = None
     threads: int | None = None
+    # Sources up to this many rows are joined by an in-memory merge (much faster); larger
+    # ones by DuckDB's ASOF join, which spills to disk. 0 always uses SQL.
+    in_memory_join_max_rows: int = 25_000_000
 
     aliases: ClassVar[tuple[str, ...]] = ("file", "dask")
     feast_keys: ClassVar[frozenset[str]] = frozenset(

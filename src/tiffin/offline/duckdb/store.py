@@ -3,11 +3,14 @@ from __future__ import annotations
 import glob
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tiffin.config import RepoConfig
 from tiffin.definitions import DataSource, FeatureView, FileSource
@@ -20,7 +23,17 @@ from tiffin.offline.base import (
     online_batch_schema,
 )
 from tiffin.offline.duckdb.config import DuckDBOfflineStoreConfig
-from tiffin.offline.pit import ENTITY_TS, ROW_ID, LatestRows, PointInTimeJoin, ViewJoin
+from tiffin.offline.merge import micros, point_in_time_indices, take
+from tiffin.offline.pit import (
+    CREATED_TS,
+    ENTITY_TS,
+    EVENT_TS,
+    ROW_ID,
+    Dialect,
+    LatestRows,
+    PointInTimeJoin,
+    ViewJoin,
+)
 from tiffin.types import TIMESTAMP
 
 
@@ -42,6 +55,7 @@ class DuckDBOfflineStore(OfflineStore):
         con = duckdb.connect()
         # Casts between zoned and zone-less timestamps use the session zone: make it UTC.
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")
         # We ORDER BY explicitly where order matters; not preserving it lets DuckDB stream
         # and spill with far less memory.
         con.execute("SET preserve_insertion_order = false")
@@ -116,16 +130,32 @@ class DuckDBOfflineStore(OfflineStore):
 
     def get_historical_features(self, entity: pa.Table, timestamp_column: str,
                                 plan: FeaturePlan, full_feature_names: bool,
-                                strategy: str = "asof") -> RetrievalJob:
+                                strategy: str = "auto") -> RetrievalJob:
+        """``strategy``: "auto" merges in memory when the sources fit
+        (``in_memory_join_max_rows``) and runs the ASOF SQL otherwise; "memory", "asof" and
+        "window" force one (the contract suite runs each)."""
         entity_columns = [c for c in entity.column_names if c not in (ROW_ID, ENTITY_TS)]
-        sql = self.build_join(entity, entity_columns, plan, strategy).render(self.dialect)
+        join = self.build_join(entity, entity_columns, plan,
+                               "window" if strategy == "window" else "asof")
+        sql = join.render(self.dialect)
         ts_col = timestamp_column
+        in_memory = strategy == "memory" or (strategy == "auto" and self._fits_in_memory(plan))
+
+        def merged() -> pa.Table | None:
+            table = self._merge_in_memory(entity, join) if in_memory else None
+            if table is None and strategy == "memory":
+                raise BackendError("the in-memory merge cannot pack these keys and times")
+            return table
 
         def run(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation:
             con.register("entity_df", entity)
             return con.sql(sql)
 
         def reader(batch_rows: int) -> pa.RecordBatchReader:
+            table = merged()
+            if table is not None:
+                return pa.RecordBatchReader.from_batches(table.schema,
+                                                         table.to_batches(batch_rows))
             con = self.connect()
             try:
                 raw = run(con).to_arrow_reader(batch_rows)
@@ -135,6 +165,10 @@ class DuckDBOfflineStore(OfflineStore):
             return _utc_reader(raw, ts_col, con)
 
         def persist(path: str) -> None:
+            table = merged()
+            if table is not None:
+                pq.write_table(table, path)
+                return
             with self.connect() as con:
                 run(con)
                 con.execute(f"COPY ({sql}) TO {_sql_string(path)} (FORMAT parquet)")
@@ -145,6 +179,67 @@ class DuckDBOfflineStore(OfflineStore):
                             metadata={"features": plan.output_names,
                                       "keys": plan.entity_columns,
                                       "min_event_timestamp": lo, "max_event_timestamp": hi})
+
+    def _fits_in_memory(self, plan: FeaturePlan) -> bool:
+        """Whether every source is small enough (by its Parquet metadata) to merge in memory."""
+        limit = self.config.in_memory_join_max_rows
+        if limit <= 0:
+            return False
+        with self.connect() as con:
+            for req in plan.views:
+                files = self._files(req.view.source.batch)  # type: ignore[arg-type]
+                try:
+                    ((rows,),) = con.sql(f"SELECT COALESCE(SUM(num_rows), 0) FROM "
+                                         f"parquet_file_metadata({_sql_string(files)})").fetchall()
+                except duckdb.Error:
+                    return False
+                if rows > limit:
+                    return False
+        return True
+
+    def _merge_in_memory(self, entity: pa.Table, join: PointInTimeJoin) -> pa.Table | None:
+        ent_ts_col = entity.column(ENTITY_TS)
+        ent_valid = ent_ts_col.is_valid().to_numpy(zero_copy_only=False)
+        ent_ts = micros(ent_ts_col, null=0)
+
+        def one_view(v: ViewJoin) -> dict[str, pa.Array] | None:
+            with self.connect() as con:
+                try:
+                    src = con.sql(join.source_query(Dialect.registry[self.dialect](), v)
+                                  ).to_arrow_table()
+                except duckdb.Error as e:
+                    raise BackendError(f"reading a source failed: {_first_line(e)}") from None
+            if src.num_rows:
+                created = micros(src.column(CREATED_TS), null=-(2**63)) \
+                    if v.source.created else None
+                idx = point_in_time_indices(
+                    [src.column(f"k{i}") for i in range(len(v.join_keys))],
+                    micros(src.column(EVENT_TS)), created,
+                    [entity.column(c) for c in v.entity_keys], ent_ts, ent_valid,
+                    round(v.ttl_seconds * 1_000_000) if v.ttl_seconds else None)
+                if idx is None:
+                    return None
+            else:
+                idx = np.full(entity.num_rows, -1, np.int64)
+            missing = idx < 0
+            out = {}
+            for i, (_, name, _) in enumerate(v.features):
+                col = take(src.column(f"f{i}"), idx, missing)
+                if pa.types.is_timestamp(col.type) and col.type.tz:
+                    col = col.cast(TIMESTAMP)
+                out[name] = col
+            return out
+
+        # Views are independent: DuckDB's scan of one overlaps numpy's merge of another
+        # (both release the GIL).
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tiffin-merge") as pool:
+            parts = list(pool.map(one_view, join.views))
+        if any(p is None for p in parts):
+            return None
+        features = {name: col for part in parts for name, col in part.items()}  # type: ignore[union-attr]
+        order = join.feature_order or list(features)
+        arrays = [entity.column(c) for c in join.entity_columns] + [features[n] for n in order]
+        return pa.Table.from_arrays(arrays, names=join.entity_columns + order)
 
     # -- materialization -----------------------------------------------------------------
     def pull_latest(self, view: FeatureView, start: datetime | None, end: datetime,
