@@ -27,16 +27,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-GEN_VERSION = 3
+GEN_VERSION = 4
 SEED = 20260101
 
 US_PER_MIN = 60 * 1_000_000
 US_PER_HOUR = 60 * US_PER_MIN
 US_PER_DAY = 24 * US_PER_HOUR
 
-# Driver data covers [DRIVER_START, DRIVER_START + 30 days); customer data covers
-# the 60 days that end at the same instant.
-DRIVER_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+# Driver data covers [start, start + 30 days), where the last hourly row sits at
+# the anchor hour; customer data covers# the 60 days that end at the same instant.
+# --anchor fixed: the last driver hour is 2026-01-30 23:00 UTC (data never changes).
+# --anchor now (run.py's default): the last driver hour is the current hour, so the
+# online phases read values younger than the views' ttl.  A library that enforces
+# ttl on online reads would otherwise answer only nulls.
+FIXED_ANCHOR = datetime(2026, 1, 30, 23, tzinfo=timezone.utc)
 DRIVER_DAYS = 30
 CUSTOMER_DAYS = 60
 
@@ -94,9 +98,8 @@ def _ts(values_us: np.ndarray) -> pa.Array:
     return pa.array(values_us.astype(np.int64), type=pa.int64()).cast(TS)
 
 
-def make_drivers(rng: np.random.Generator, n_drivers: int, n_dups: int) -> pa.Table:
+def make_drivers(rng: np.random.Generator, start: int, n_drivers: int, n_dups: int) -> pa.Table:
     hours = DRIVER_DAYS * 24
-    start = _us(DRIVER_START)
     # Row-major by hour, then driver: the order an hourly batch job would append.
     hour_idx = np.repeat(np.arange(hours, dtype=np.int64), n_drivers)
     drv_idx = np.tile(np.arange(n_drivers, dtype=np.int64), hours)
@@ -147,8 +150,8 @@ def make_drivers(rng: np.random.Generator, n_drivers: int, n_dups: int) -> pa.Ta
     )
 
 
-def make_customers(rng: np.random.Generator, n_customers: int) -> pa.Table:
-    end = _us(DRIVER_START) + DRIVER_DAYS * US_PER_DAY
+def make_customers(rng: np.random.Generator, start_drivers: int, n_customers: int) -> pa.Table:
+    end = start_drivers + DRIVER_DAYS * US_PER_DAY
     start = end - CUSTOMER_DAYS * US_PER_DAY
     day_idx = np.repeat(np.arange(CUSTOMER_DAYS, dtype=np.int64), n_customers)
     cust_idx = np.tile(np.arange(n_customers, dtype=np.int64), CUSTOMER_DAYS)
@@ -168,8 +171,9 @@ def make_customers(rng: np.random.Generator, n_customers: int) -> pa.Table:
     )
 
 
-def make_entity_df(rng: np.random.Generator, n_rows: int, n_drivers: int, n_customers: int) -> pa.Table:
-    start = _us(DRIVER_START)
+def make_entity_df(
+    rng: np.random.Generator, start: int, n_rows: int, n_drivers: int, n_customers: int
+) -> pa.Table:
     span = DRIVER_DAYS * US_PER_DAY
     ts = start + rng.integers(0, span, n_rows)  # microsecond resolution
     on_hour = rng.random(n_rows) < 0.05  # exact hits on driver rows
@@ -205,10 +209,30 @@ def _table_meta(t: pa.Table, ts_col: str = "event_timestamp") -> dict:
     }
 
 
-def generate(data_dir: str, scale: float, force: bool = False) -> dict:
+def resolve_anchor(anchor: str) -> datetime:
+    """'fixed', 'now' (current hour, UTC) or an ISO timestamp -> the last driver hour."""
+    if anchor == "fixed":
+        return FIXED_ANCHOR
+    if anchor == "now":
+        dt = datetime.now(timezone.utc)
+    else:
+        dt = datetime.fromisoformat(anchor)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def generate(data_dir: str, scale: float, force: bool = False, anchor: str = "fixed") -> dict:
     """Create (or reuse) the data set and return its metadata."""
     meta_path = os.path.join(data_dir, "meta.json")
-    want = {"gen_version": GEN_VERSION, "seed": SEED, "scale": scale, **sizes(scale)}
+    last_hour = resolve_anchor(anchor)
+    want = {
+        "gen_version": GEN_VERSION,
+        "seed": SEED,
+        "scale": scale,
+        "anchor": last_hour.isoformat(),
+        **sizes(scale),
+    }
     if not force and os.path.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
@@ -224,15 +248,16 @@ def generate(data_dir: str, scale: float, force: bool = False) -> dict:
     s = sizes(scale)
     rng = np.random.default_rng(SEED)
     meta = dict(want)
-    drivers = make_drivers(rng, s["drivers"], s["driver_dups"])
+    start = _us(last_hour) - (DRIVER_DAYS * 24 - 1) * US_PER_HOUR
+    drivers = make_drivers(rng, start, s["drivers"], s["driver_dups"])
     pq.write_table(drivers, os.path.join(data_dir, "drivers.parquet"), row_group_size=ROW_GROUP)
     meta["drivers_table"] = _table_meta(drivers)
     del drivers
-    customers = make_customers(rng, s["customers"])
+    customers = make_customers(rng, start, s["customers"])
     pq.write_table(customers, os.path.join(data_dir, "customers.parquet"), row_group_size=ROW_GROUP)
     meta["customers_table"] = _table_meta(customers)
     del customers
-    ent = make_entity_df(rng, s["entity_rows"], s["drivers"], s["customers"])
+    ent = make_entity_df(rng, start, s["entity_rows"], s["drivers"], s["customers"])
     pq.write_table(ent, os.path.join(data_dir, "entity_df.parquet"), row_group_size=ENTITY_ROW_GROUP)
     meta["entity_table"] = _table_meta(ent)
     del ent
@@ -247,9 +272,12 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--data", default=None, help="output dir (default benchmarks/.data/scale-S)")
     ap.add_argument("--force", action="store_true", help="regenerate even if cached")
+    ap.add_argument(
+        "--anchor", default="fixed", help="last driver hour: 'fixed' (2026-01-30T23Z), 'now' or ISO"
+    )
     a = ap.parse_args()
     data = a.data or os.path.join(os.path.dirname(os.path.abspath(__file__)), ".data", f"scale-{a.scale:g}")
-    print(json.dumps(generate(data, a.scale, a.force), indent=2))
+    print(json.dumps(generate(data, a.scale, a.force, a.anchor), indent=2))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 Every phase of every library runs in its own fresh child process
 (benchmarks/side.py) under that library's virtualenv; sides are interleaved
 (tiffin apply, Feast apply, tiffin historical, ...).  The child times the call
-in-process; the parent takes the child's peak RSS from wait4().  Results go to
+in-process and reports its peak RSS (VmHWM); the parent also records wait4().  Results go to
 benchmarks/results/latest.json and latest.md.  See benchmarks/README.md.
 """
 
@@ -60,8 +60,50 @@ def wait_idle(limit_s: float, threshold: float = 0.25) -> float:
     return time.perf_counter() - t0
 
 
+def child_env(pycache: str) -> dict:
+    """Environment for the children: bytecode cached under benchmarks/.work.
+
+    This workplace sets PYTHONDONTWRITEBYTECODE and uv installs no .pyc files,
+    so every process would otherwise recompile every module it imports
+    (about 10 s for `import feast`), inside the timed calls too when a library
+    imports lazily.  A pycache prefix keeps the cache out of the venvs and src/.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = pycache
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+def warm_bytecode(python: str, lib: str, env: dict) -> float:
+    """Compile the interpreter's site-packages (and tiffin's src/) into the prefix."""
+    t0 = time.perf_counter()
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.strip()
+    dirs = [d for d in (purelib, os.path.join(ROOT, "src")) if d and os.path.isdir(d)]
+    subprocess.run(
+        [python, "-m", "compileall", "-q", "-j", "0", *dirs],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    return time.perf_counter() - t0
+
+
 def run_child(
-    python: str, lib: str, phase: str, repo: str, data: str, out_json: str, log_path: str, extra: list[str]
+    env: dict,
+    python: str,
+    lib: str,
+    phase: str,
+    repo: str,
+    data: str,
+    out_json: str,
+    log_path: str,
+    extra: list[str],
 ) -> dict:
     cmd = [
         python,
@@ -80,8 +122,6 @@ def run_child(
     ]
     if os.path.exists(out_json):
         os.remove(out_json)
-    env = dict(os.environ)
-    env.setdefault("PYTHONHASHSEED", "0")
     busy_before = _cpu_busy_seconds()
     with open(log_path, "w") as log:
         t0 = time.perf_counter()
@@ -93,7 +133,14 @@ def run_child(
     if os.path.exists(out_json):
         with open(out_json) as f:
             res = json.load(f)
-    res["peak_rss_kib"] = ru.ru_maxrss  # KiB on Linux
+    # Peak RSS: the child's own VmHWM, read by the child just before it exits.
+    # wait4's ru_maxrss is kept too, but Linux folds the parent's high-water
+    # mark into it at exec time (fork/vfork share or copy the parent's mm),
+    # so it can never be lower than run.py's own peak.
+    res["wait4_maxrss_kib"] = ru.ru_maxrss  # KiB on Linux
+    hwm = res.get("vm_hwm_kib", -1)
+    res["peak_rss_kib"] = hwm if hwm and hwm > 0 else ru.ru_maxrss
+    res["peak_rss_source"] = "VmHWM" if hwm and hwm > 0 else "wait4"
     res["process_cpu_seconds"] = ru.ru_utime + ru.ru_stime
     # CPU time the rest of the machine used while the child ran: a busy
     # neighbour skews timings on a 2-core box, so the report flags it.
@@ -228,6 +275,45 @@ def compare_historical(
             if c not in ("row_id", "driver_id", "customer_id", "event_timestamp", "label")
         }
     out["null_counts"] = nulls
+    return out
+
+
+def compare_online(paths: dict[str, str]) -> dict:
+    """Compare the two sides' warm-up answers (same entity rows on both sides).
+
+    Values are compared as returned by to_dict(); a float from a float32
+    feature equals the other side's only if both widen it the same way, so
+    ints and floats are compared as floats, exactly.
+    """
+    ans = {}
+    for lib, p in paths.items():
+        with open(p) as f:
+            ans[lib] = json.load(f)
+    a, b = ans["tiffin"], ans["feast"]
+    out: dict = {"calls": min(len(a), len(b)), "values": 0, "mismatching_values": 0}
+    by_key: dict[str, int] = {}
+    if len(a) != len(b):
+        out["reason"] = f"answer counts differ: {len(a)} vs {len(b)}"
+    for da, db in zip(a, b):
+        keys = set(da) | set(db)
+        for k in sorted(keys):
+            va, vb = da.get(k), db.get(k)
+            if va is None or vb is None or len(va) != len(vb):
+                by_key[k] = by_key.get(k, 0) + max(len(va or []), len(vb or []))
+                continue
+            for x, y in zip(va, vb):
+                out["values"] += 1
+                if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                    same = float(x) == float(y) or (x != x and y != y)
+                else:
+                    same = x == y
+                if not same:
+                    by_key[k] = by_key.get(k, 0) + 1
+                    if x is None and y is not None:
+                        out["tiffin_null_feast_value"] = out.get("tiffin_null_feast_value", 0) + 1
+    out["mismatches_by_key"] = by_key
+    out["mismatching_values"] = sum(by_key.values())
+    out["exact"] = not by_key and "reason" not in out
     return out
 
 
@@ -393,6 +479,20 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(
             "  entity_df row order kept: " + ", ".join(f"{LABEL[k]} {v}" for k, v in ex["order_kept"].items())
         )
+    for phase, ox in report.get("online_exactness", {}).items():
+        verdict = "yes" if ox["exact"] else "no"
+        lines.append(
+            f"online exact ({phase}, {ox['calls']} warm-up calls): {verdict} "
+            f"({ox['mismatching_values']} of {ox['values']} values differ)"
+            + (f" {ox['mismatches_by_key']}" if ox["mismatches_by_key"] else "")
+            + (f" [{ox['reason']}]" if "reason" in ox else "")
+        )
+        tn = ox.get("tiffin_null_feast_value", 0)
+        if tn:
+            lines.append(
+                f"  {tn} of them are null in tiffin but set in Feast: tiffin nulls values older "
+                "than the view's ttl on online reads; Feast 0.67 returns them"
+            )
     noisy = [
         f"{LABEL[lib]} {phase} ({r['other_cpu_seconds']:.1f} CPU-s in {r['process_wall_seconds']:.1f} s)"
         for lib in LIBS
@@ -450,6 +550,13 @@ def main() -> int:
     ap.add_argument("--work", default=os.path.join(HERE, ".work"), help="feature repos and child logs")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument(
+        "--anchor",
+        default="now",
+        help="where the data's last driver hour sits: 'now' (default: the current hour, "
+        "regenerating the cached data when the hour has changed), 'fixed' "
+        "(2026-01-30T23:00Z, never regenerated) or an ISO timestamp",
+    )
+    ap.add_argument(
         "--wait-idle",
         type=float,
         default=0.0,
@@ -475,7 +582,7 @@ def main() -> int:
     scale_tag = f"scale-{a.scale:g}"
     data = os.path.abspath(a.data or os.path.join(HERE, ".data", scale_tag))
     t0 = time.perf_counter()
-    meta = gen_data.generate(data, a.scale)
+    meta = gen_data.generate(data, a.scale, anchor=a.anchor)
     print(
         f"data: {data} ({'reused' if meta['reused'] else 'generated'} in {time.perf_counter() - t0:.1f}s)",
         flush=True,
@@ -499,6 +606,12 @@ def main() -> int:
         "--online-warmup",
         str(a.online_warmup),
     ]
+    pycache = os.path.join(os.path.abspath(a.work), "pycache")
+    envs = {lib: child_env(pycache) for lib in libs}
+    for lib in libs:
+        took = warm_bytecode(pythons[lib], lib, envs[lib])
+        print(f"bytecode cache for {LABEL[lib]}: {took:.1f} s", flush=True)
+
     results: dict = {lib: {} for lib in libs}
     broken: dict = {}
     for phase in phases:
@@ -516,6 +629,7 @@ def main() -> int:
                     print(f"(waited {waited:.0f} s for an idle machine)", flush=True)
             print(f"[{datetime.now():%H:%M:%S}] {LABEL[lib]:6s} {phase} ...", end=" ", flush=True)
             r = run_child(
+                envs[lib],
                 pythons[lib],
                 lib,
                 phase,
@@ -568,6 +682,13 @@ def main() -> int:
             {lib: hist[lib]["result_parquet"] for lib in LIBS},
             {lib: hist[lib].get("result_dtypes") for lib in LIBS},
         )
+
+    for phase in ("online_1", "online_100"):
+        rs = {lib: results.get(lib, {}).get(phase, {}) for lib in LIBS}
+        if all(r.get("ok") and r.get("answers_json") for r in rs.values()):
+            report.setdefault("online_exactness", {})[phase] = compare_online(
+                {lib: rs[lib]["answers_json"] for lib in LIBS}
+            )
 
     rows = table_rows(results)
     text = render_text(rows)

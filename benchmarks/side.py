@@ -9,9 +9,11 @@ definitions are identical apart from the package they come from.
 
 Phases: apply, historical, materialize, online_1, online_100.
 The JSON written to --out holds the timed seconds (``seconds``), extra figures
-(latency percentiles, row counts) and library versions.  Peak RSS is measured
-by the parent (wait4), not here; the child only adds the RSS it had right
-before the timed section (``rss_before_kib``) so import overhead is visible.
+(latency percentiles, row counts), library versions and the process's peak RSS
+(``vm_hwm_kib``, from /proc/self/status VmHWM, taken right after the timed call;
+for historical that is before the result is written to Parquet).
+``rss_before_kib`` is the RSS right before the timed call, so the import
+overhead is visible.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ def phase_historical(lib, store_cls, repo: str, data_dir: str, res: dict, out: s
     df = store.get_historical_features(entity_df=entity_df, features=FEATURES).to_df()
     t1 = time.perf_counter()
     res["seconds"] = t1 - t0
+    res["vm_hwm_kib"] = _status_kib("VmHWM")  # before the Parquet dump below adds its own
     res["result_rows"] = len(df)
     res["result_columns"] = list(map(str, df.columns))
     res["result_dtypes"] = {str(c): str(d) for c, d in df.dtypes.items()}
@@ -202,7 +205,15 @@ def _pct(sorted_ns: list, q: float) -> float:
 
 
 def phase_online(
-    lib, store_cls, repo: str, data_dir: str, res: dict, rows_per_call: int, calls: int, warmup: int
+    lib,
+    store_cls,
+    repo: str,
+    data_dir: str,
+    res: dict,
+    rows_per_call: int,
+    calls: int,
+    warmup: int,
+    out: str = "",
 ) -> None:
     meta = _meta(data_dir)
     n_drv, n_cus = meta["drivers"], meta["customers"]
@@ -222,8 +233,16 @@ def phase_online(
     batches = [rows() for _ in range(warmup + calls)]
     store = store_cls(repo_path=repo)
     get = store.get_online_features
-    for b in batches[:warmup]:
+    kept = []  # warm-up answers (up to ~1000 entity rows) for run.py's online cross-check
+    for i, b in enumerate(batches[:warmup]):
         first = get(features=FEATURES, entity_rows=b).to_dict()
+        if (i + 1) * rows_per_call <= 1000:
+            kept.append(first)
+    if out:
+        path = os.path.splitext(out)[0] + ".answers.json"
+        with open(path, "w") as f:
+            json.dump(kept, f, default=str)
+        res["answers_json"] = path
     res["rss_before_kib"] = _status_kib("VmRSS")
     lat = []
     pc = time.perf_counter_ns
@@ -286,14 +305,15 @@ def main() -> int:
         elif a.phase == "materialize":
             phase_materialize(lib, store_cls, repo, a.data, res)
         elif a.phase == "online_1":
-            phase_online(lib, store_cls, repo, a.data, res, 1, a.online_calls_1, a.online_warmup)
+            phase_online(lib, store_cls, repo, a.data, res, 1, a.online_calls_1, a.online_warmup, a.out)
         elif a.phase == "online_100":
-            phase_online(lib, store_cls, repo, a.data, res, 100, a.online_calls_100, a.online_warmup)
+            phase_online(lib, store_cls, repo, a.data, res, 100, a.online_calls_100, a.online_warmup, a.out)
         res["ok"] = True
     except BaseException as e:  # report, don't hide: run.py prints it
         res["error"] = f"{type(e).__name__}: {e}"
         res["traceback"] = traceback.format_exc()
-    res["vm_hwm_kib"] = _status_kib("VmHWM")
+    res.setdefault("vm_hwm_kib", _status_kib("VmHWM"))
+    res["vm_hwm_end_kib"] = _status_kib("VmHWM")
     res["finished_at"] = datetime.now(timezone.utc).isoformat()
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2, default=str)
