@@ -122,15 +122,18 @@ def entity_columns(entity_rows: Any, needed: Sequence[str]) -> tuple[dict[str, l
                            f"{type(entity_rows).__name__}")
     first = entity_rows[0] if entity_rows and isinstance(entity_rows[0], Mapping) else {}
     ordered = [k for k in first if k in needed] + [k for k in needed if k not in first]
-    cols: dict[str, list] = {k: [] for k in ordered}
-    for i, row in enumerate(entity_rows):
-        if not isinstance(row, Mapping):
-            raise RequestError(f"entity row {i} is a {type(row).__name__}, not a dict")
-        for k, col in cols.items():
-            try:
-                col.append(row[k])
-            except KeyError:
-                raise _missing(k, list(row), f" (entity row {i})") from None
+    try:
+        # The hot path (plain dicts, every key present) is one comprehension per column.
+        cols = {k: [row[k] for row in entity_rows] for k in ordered}
+    except (KeyError, TypeError):
+        for i, row in enumerate(entity_rows):
+            if not isinstance(row, Mapping):
+                raise RequestError(f"entity row {i} is a {type(row).__name__}, not a dict"
+                                   ) from None
+            for k in ordered:
+                if k not in row:
+                    raise _missing(k, list(row), f" (entity row {i})") from None
+        raise
     return cols, len(entity_rows)
 
 
@@ -197,7 +200,9 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
     for v in plan.views:
         key_cols = [cols[c] for c in v.entity_columns]
         keys = list(zip(*key_cols)) if len(key_cols) > 1 else [(k,) for k in key_cols[0]]
-        unique = list(dict.fromkeys(k for k in keys if None not in k))
+        unique = list(dict.fromkeys(keys))
+        if any(None in c for c in key_cols):  # a null key matches nothing
+            unique = [k for k in unique if None not in k]
         names = [f.name for f in v.features]
         found: dict[tuple, tuple] = {}
         for start in range(0, len(unique), MAX_KEYS_PER_READ):
@@ -206,11 +211,15 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
         ttl = v.view.ttl_seconds
         cutoff = now_us - round(ttl * 1_000_000) if ttl else None
         # Rows whose event time is older than the ttl read as absent values.
-        live = [None if h is None or (cutoff is not None and h[0] < cutoff) else h[1]
-                for h in hits]
+        absent = (None,) * len(names)
+        if cutoff is None:
+            live = [absent if h is None else h[1] for h in hits]
+        else:
+            live = [absent if h is None or h[0] < cutoff else h[1] for h in hits]
+        # Transpose rows into feature columns in one C-level pass.
+        columns = list(zip(*live)) if live else [()] * len(names)
         for i, (out, f) in enumerate(zip(v.output_names, v.features)):
-            by_output[out] = ([None if r is None else r[i] for r in live], (hits, i, cutoff),
-                              f.dtype)
+            by_output[out] = (list(columns[i]), (hits, i, cutoff), f.dtype)
     # Outputs in request order, whatever view they came from.
     values = {out: by_output[out][0] for out in plan.output_names}
     raw = {out: by_output[out][1] for out in plan.output_names}

@@ -84,6 +84,10 @@ class SQLiteOnlineStore(OnlineStore):
             # WAL lets readers run while a materialization writes.
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
+            # Reads are random key lookups: map the file and keep a large page cache so a
+            # lookup is a memory access, not a read() system call per B-tree page.
+            con.execute(f"PRAGMA mmap_size={self.config.mmap_size_bytes}")
+            con.execute(f"PRAGMA cache_size=-{self.config.cache_size_kib}")
             self._local.con = con
         return con
 
