@@ -3,7 +3,6 @@ from __future__ import annotations
 import glob
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -251,13 +250,14 @@ class DuckDBOfflineStore(OfflineStore):
                 out[name] = col
             return out
 
-        # Views are independent: DuckDB's scan of one overlaps numpy's merge of another
-        # (both release the GIL).
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tiffin-merge") as pool:
-            parts = list(pool.map(one_view, join.views))
-        if any(p is None for p in parts):
-            return None
-        features = {name: col for part in parts for name, col in part.items()}  # type: ignore[union-attr]
+        # One view at a time: only one source is in memory at once (merging two views in
+        # parallel measured no faster on two cores and a quarter more memory).
+        features: dict[str, pa.Array] = {}
+        for v in join.views:
+            part = one_view(v)
+            if part is None:
+                return None
+            features.update(part)
         order = join.feature_order or list(features)
         arrays = [entity.column(c) for c in join.entity_columns] + [features[n] for n in order]
         return pa.Table.from_arrays(arrays, names=join.entity_columns + order)
