@@ -16,6 +16,7 @@ from tiffin.definitions import (
     FeatureView,
     Field,
     FileSource,
+    OnDemandFeatureView,
     ParquetFormat,
     Project,
     PushSource,
@@ -36,7 +37,10 @@ _compat.install()
 
 __all__ = [
     "BatchFeatureView", "DataSource", "Entity", "FeatureService", "FeatureStore", "FeatureView",
-    "Field", "FieldStatus", "FileSource", "OnlineResponse", "ParquetFormat", "Project",
-    "PushMode", "PushSource", "RepoConfig", "RequestSource", "RetrievalJob", "ValueType",
+    "Field", "FieldStatus", "FileSource", "OnDemandFeatureView", "OnlineResponse",
+    "ParquetFormat", "Project", "PushMode", "PushSource", "RepoConfig", "RequestSource",
+    "RetrievalJob", "ValueType",
     "__version__",
 ]
+# As in Feast, the decorator lives in its module: tiffin.on_demand_feature_view is that module
+# (from tiffin.on_demand_feature_view import on_demand_feature_view).

@@ -27,6 +27,9 @@ ALIASES = {
     "tiffin.feature_store": "tiffin.store",
     "tiffin.repo_config": "tiffin.config",
     "tiffin.data_source_push": "tiffin.push",
+    "tiffin.on_demand_feature_view": "tiffin.definitions.on_demand",
+    "tiffin.feature_logging": "tiffin.definitions.on_demand",
+    "tiffin.request_source": "tiffin.definitions.sources",
 }
 _PARENTS = {"tiffin.infra", "tiffin.infra.offline_stores"}
 

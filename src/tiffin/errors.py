@@ -20,6 +20,7 @@
     ├── RegistryError                         the registry cannot be read or written
     │   ├── RegistryFormatError               unreadable or from a newer tiffin
     │   └── RegistryConflictError             lost a race with another writer (transient)
+    ├── TransformationError                   an on-demand view's function failed
     ├── BackendError                          a store or engine failed underneath us
     │   └── StoreUnavailableError             cannot reach the store (transient)
     └── MissingDependencyError (ImportError)  a backend's driver is not installed
@@ -141,6 +142,10 @@ class RegistryConflictError(RegistryError):
     """Another writer committed first; re-read and retry."""
 
     transient = True
+
+
+class TransformationError(TiffinError):
+    """An on-demand feature view's function raised or returned the wrong shape."""
 
 
 class BackendError(TiffinError):

@@ -9,7 +9,7 @@ retrieval so both name, order and validate features the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tiffin.definitions import FeatureService, FeatureView, Field
@@ -34,9 +34,36 @@ class ViewRequest:
 
 
 @dataclass
+class OdfvRequest:
+    odfv: Any  # OnDemandFeatureView
+    name: str
+    features: list[Field]
+    output_names: list[str]
+    inputs: list[tuple[str, str]]  # (name the function sees, internal column holding it)
+    request_fields: list[str]
+
+
+HIDDEN = "__odfv_input__"
+
+
+@dataclass
 class FeaturePlan:
     views: list[ViewRequest]
-    output_names: list[str]  # all feature outputs, in request order
+    output_names: list[str]  # every output feature, in request order
+    odfvs: list[OdfvRequest] = field(default_factory=list)
+
+    @property
+    def view_outputs(self) -> list[str]:
+        """Columns the stores produce: requested view features, then on-demand inputs."""
+        visible = [n for n in self.output_names if not self.odfvs or n in self._view_names()]
+        return visible + [n for v in self.views for n in v.output_names if n.startswith(HIDDEN)]
+
+    def _view_names(self) -> set[str]:
+        return {n for v in self.views for n in v.output_names}
+
+    @property
+    def request_fields(self) -> list[str]:
+        return list(dict.fromkeys(f for o in self.odfvs for f in o.request_fields))
 
     @property
     def entity_columns(self) -> list[str]:
@@ -62,16 +89,22 @@ def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
     """Resolve references against a registry snapshot; raise clear errors for bad ones."""
     if isinstance(features, str) and ":" not in features:
         features = snapshot.get("feature_services", features)
-    # (projected view name) -> (view, projection join-key map, [feature names])
-    groups: dict[str, tuple[FeatureView, dict[str, str], list[str]]] = {}
+    # (projected view name) -> (view or on-demand view, projection join-key map)
+    groups: dict[str, tuple[Any, dict[str, str]]] = {}
     order: list[tuple[str, str]] = []
+
+    def lookup(name: str) -> Any:
+        if name in snapshot.names("on_demand_feature_views"):
+            return snapshot.get("on_demand_feature_views", name)
+        return snapshot.get("feature_views", name)
+
     if isinstance(features, FeatureService):
         for proj in features.projections:
-            view = snapshot.get("feature_views", proj["view"])
+            view = lookup(proj["view"])
             name = proj.get("name_alias") or view.name
             wanted = proj["features"] if proj["features"] is not None else \
                 [f.name for f in view.features]
-            groups.setdefault(name, (view, proj.get("join_key_map") or {}, []))
+            groups.setdefault(name, (view, proj.get("join_key_map") or {}))
             for f in wanted:
                 order.append((name, f))
     else:
@@ -80,7 +113,7 @@ def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
                                f"FeatureService, got {type(features).__name__}")
         if not features:
             raise RequestError("no features requested", hint="pass features=['view:feature']")
-        view_names = snapshot.names("feature_views")
+        view_names = snapshot.names("feature_views") + snapshot.names("on_demand_feature_views")
         for ref in features:
             vname, fname = _parse_ref(ref)
             if vname not in groups:
@@ -91,31 +124,52 @@ def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
                         hint = f"{vname!r} is a feature service: pass it as features=..."
                     raise FeatureViewNotFoundError(vname, view_names,
                                                    project=snapshot.project, hint=hint)
-                groups[vname] = (snapshot.get("feature_views", vname), {}, [])
+                groups[vname] = (lookup(vname), {})
             order.append((vname, fname))
 
     requests: dict[str, ViewRequest] = {}
+    odfvs: dict[str, OdfvRequest] = {}
     output_names: list[str] = []
     seen_refs: set[tuple[str, str]] = set()
-    for vname, fname in order:
-        if (vname, fname) in seen_refs:
-            continue  # asking twice for one feature returns it once, as Feast does
-        seen_refs.add((vname, fname))
-        view, jkm, _ = groups[vname]
-        by_name = {f.name: f for f in view.features}
-        if fname not in by_name:
-            raise FeatureNotFoundError(f"{vname}:{fname}", [f"{vname}:{n}" for n in by_name],
-                                       project=snapshot.project)
+
+    def add(vname: str, view: FeatureView, jkm: dict[str, str], f: Field, out: str) -> None:
         req = requests.get(vname)
         if req is None:
             keys = view.join_keys
             req = requests[vname] = ViewRequest(view, vname, [], [], keys,
                                                 [jkm.get(k, k) for k in keys])
-        out = f"{vname}__{fname}" if full_feature_names else fname
-        req.features.append(by_name[fname])
+        req.features.append(f)
         req.output_names.append(out)
-        output_names.append(out)
 
+    for vname, fname in order:
+        if (vname, fname) in seen_refs:
+            continue  # asking twice for one feature returns it once, as Feast does
+        seen_refs.add((vname, fname))
+        view, jkm = groups[vname]
+        by_name = {f.name: f for f in view.features}
+        if fname not in by_name:
+            raise FeatureNotFoundError(f"{vname}:{fname}", [f"{vname}:{n}" for n in by_name],
+                                       project=snapshot.project)
+        out = f"{vname}__{fname}" if full_feature_names else fname
+        output_names.append(out)
+        if not isinstance(view, FeatureView):  # on-demand: fetch its inputs too, hidden
+            req = odfvs.get(vname)
+            if req is None:
+                inputs: list[tuple[str, str]] = []
+                for src in view.view_sources():
+                    source_view = snapshot.get("feature_views", src["view"])
+                    wanted = src["features"] or [f.name for f in source_view.features]
+                    src_fields = {f.name: f for f in source_view.features}
+                    for feat in wanted:
+                        hidden = f"{HIDDEN}{vname}__{src['view']}__{feat}"
+                        add(src["view"], source_view, {}, src_fields[feat], hidden)
+                        inputs.append((feat, hidden))
+                fields = [f.name for r in view.request_sources() for f in r.schema]
+                req = odfvs[vname] = OdfvRequest(view, vname, [], [], inputs, fields)
+            req.features.append(by_name[fname])
+            req.output_names.append(out)
+            continue
+        add(vname, view, jkm, by_name[fname], out)
     clashes = {n for n in output_names if output_names.count(n) > 1}
     if clashes:
         raise FeatureNameCollisionError(
@@ -127,7 +181,7 @@ def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
         raise FeatureNameCollisionError(
             f"feature name(s) {sorted(clashes)} clash with entity columns",
             hint="pass full_feature_names=True to name them view__feature")
-    return FeaturePlan(list(requests.values()), output_names)
+    return FeaturePlan(list(requests.values()), output_names, list(odfvs.values()))
 
 
 __all__ = ["ViewRequest", "FeaturePlan", "plan_features", "FeatureServiceNotFoundError"]

@@ -26,6 +26,7 @@ from tiffin.definitions import (
     FeatureService,
     FeatureView,
     Field,
+    OnDemandFeatureView,
     Project,
     PushSource,
     RequestSource,
@@ -183,24 +184,44 @@ def resolve(objects: Iterable[Definition], *, project: str, snapshot: Any,
             views[obj.name] = obj
         resolved.append(obj)
 
+    on_demand = {o.name: o for o in resolved if isinstance(o, OnDemandFeatureView)}
+    clash = set(on_demand) & (set(views) | set(snapshot.names("feature_views")))
+    if clash:
+        raise DefinitionError(f"{sorted(clash)} name both a feature view and an on-demand "
+                              "feature view", hint="names must be unique across both")
+
+    def find(name: str, user: str, kinds: tuple[str, ...]) -> Any:
+        for kind, local in (("feature_views", views), ("on_demand_feature_views", on_demand)):
+            if kind not in kinds:
+                continue
+            if name in local:
+                return local[name]
+            if name in snapshot.names(kind):
+                return snapshot.get(kind, name)
+        raise DefinitionError(f"{user} uses feature view {name!r}, which is not defined",
+                              hint=did_you_mean(name, list(views) + list(on_demand)))
+
+    def check_features(user: str, view: Any, wanted: list[str] | None) -> None:
+        names = {f.name for f in view.features}
+        for f in wanted or []:
+            if f not in names:
+                raise DefinitionError(f"{user} asks for {f!r}, which feature view "
+                                      f"{view.name!r} does not have",
+                                      hint=did_you_mean(f, names) or f"it has {sorted(names)}")
+
+    for odfv in on_demand.values():
+        user = f"on-demand feature view {odfv.name!r}{odfv.where()}"
+        for src in odfv.view_sources():
+            check_features(user, find(src["view"], user, ("feature_views",)), src["features"])
+        if odfv.udf is None and not odfv.udf_source:
+            raise DefinitionError(f"{user} has no function", hint="use @on_demand_feature_view")
+
     for svc in (o for o in resolved if isinstance(o, FeatureService)):
+        user = f"feature service {svc.name!r}{svc.where()}"
         for proj in svc.projections:
-            view = views.get(proj["view"])
-            if view is None:
-                try:
-                    view = snapshot.get("feature_views", proj["view"])
-                except NotFoundError:
-                    raise DefinitionError(
-                        f"feature service {svc.name!r}{svc.where()} uses feature view "
-                        f"{proj['view']!r}, which is not defined",
-                        hint=did_you_mean(proj["view"], list(views))) from None
-            names = {f.name for f in view.features}
-            for f in proj["features"] or []:
-                if f not in names:
-                    raise DefinitionError(
-                        f"feature service {svc.name!r}{svc.where()} asks for {f!r}, which "
-                        f"feature view {view.name!r} does not have",
-                        hint=did_you_mean(f, names) or f"it has {sorted(names)}")
+            check_features(user, find(proj["view"], user, ("feature_views",
+                                                           "on_demand_feature_views")),
+                           proj["features"])
     return resolved
 
 

@@ -30,11 +30,12 @@ from tiffin.definitions import (
 from tiffin.errors import RequestError
 from tiffin.features import FeaturePlan, plan_features
 from tiffin.materialize.base import Engine, MaterializeResult
-from tiffin.offline.base import OfflineStore, RetrievalJob, prepare_entity
+from tiffin.offline.base import OfflineStore, RetrievalJob, entity_df_columns, prepare_entity
 from tiffin.online.base import OnlineStore
 from tiffin.online.reader import OnlineResponse, read_online
 from tiffin.registry import Diff, Registry
 from tiffin.registry.file import FileRegistryStore
+from tiffin.transform import on_demand_offline
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -204,8 +205,20 @@ class FeatureStore:
                                     "and an event_timestamp column")
         plan = self._plan(features, full_feature_names)
         table, ts_col = prepare_entity(entity_df, plan)
-        return self.offline_store.get_historical_features(table, ts_col, plan,
-                                                          full_feature_names)
+        job = self.offline_store.get_historical_features(table, ts_col, plan,
+                                                         full_feature_names)
+        if not plan.odfvs:
+            return job
+        # On-demand views run on the joined rows, in this process, whatever the store.
+        entity_columns = entity_df_columns(table)
+
+        def reader(batch_rows: int) -> Any:
+            import pyarrow as pa
+            out = on_demand_offline(job.to_arrow(), plan, entity_columns)
+            return pa.RecordBatchReader.from_batches(out.schema, out.to_batches(batch_rows))
+
+        return RetrievalJob(reader, full_feature_names=full_feature_names,
+                            metadata={**job.metadata, "features": plan.output_names})
 
     def get_online_features(self, features: Sequence[str] | FeatureService,
                             entity_rows: Any, full_feature_names: bool = False,

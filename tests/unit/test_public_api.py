@@ -12,7 +12,7 @@ import tiffin.errors as errors
 
 EXPECTED_ALL = {
     "BatchFeatureView", "DataSource", "Entity", "FeatureService", "FeatureStore", "FeatureView",
-    "Field", "FieldStatus", "FileSource", "OnlineResponse", "ParquetFormat", "Project",
+    "Field", "FieldStatus", "FileSource", "OnDemandFeatureView", "OnlineResponse", "ParquetFormat", "Project",
     "PushMode", "PushSource", "RepoConfig", "RequestSource", "RetrievalJob", "ValueType",
     "__version__",
 }

@@ -5,6 +5,12 @@ from tiffin.definitions.entity import Entity
 from tiffin.definitions.feature_service import FeatureService, Project
 from tiffin.definitions.feature_view import BatchFeatureView, FeatureView, Projection
 from tiffin.definitions.field import Field
+from tiffin.definitions.on_demand import (
+    FileLoggingDestination,
+    LoggingConfig,
+    OnDemandFeatureView,
+    on_demand_feature_view,
+)
 from tiffin.definitions.sources import (
     DataSource,
     FileSource,
@@ -16,5 +22,6 @@ from tiffin.definitions.sources import (
 __all__ = [
     "Definition", "Entity", "Field", "FeatureView", "BatchFeatureView", "Projection",
     "FeatureService", "Project", "DataSource", "FileSource", "ParquetFormat", "PushSource",
-    "RequestSource",
+    "RequestSource", "OnDemandFeatureView", "on_demand_feature_view", "LoggingConfig",
+    "FileLoggingDestination",
 ]

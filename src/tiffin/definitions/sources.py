@@ -154,3 +154,10 @@ class RequestSource(DataSource):
     def _from_fields(cls, data: dict[str, Any]) -> RequestSource:
         data["schema"] = [Field.from_dict(f) for f in data["schema"]]
         return cls(**data)
+
+
+def __getattr__(name: str):  # Feast imports FileLoggingDestination from the file-source module
+    if name == "FileLoggingDestination":
+        from tiffin.definitions.on_demand import FileLoggingDestination
+        return FileLoggingDestination
+    raise AttributeError(name)

@@ -206,6 +206,11 @@ def prepare_entity(data: Any, plan: FeaturePlan) -> tuple[pa.Table, str]:
     return table, ts_col
 
 
+def entity_df_columns(table: pa.Table) -> list[str]:
+    """The caller's entity_df columns in a table from ``prepare_entity`` (internal ones out)."""
+    return [c for c in table.column_names if c not in (ROW_ID, ENTITY_TS)]
+
+
 def entity_time_range(table: pa.Table) -> tuple[datetime | None, datetime | None]:
     col = table.column(ENTITY_TS)
     if col.null_count == len(col):

@@ -102,7 +102,8 @@ class OnlineResponse:
         return pl.from_arrow(self.to_arrow(include_event_timestamps))
 
 
-def entity_columns(entity_rows: Any, needed: Sequence[str]) -> tuple[dict[str, list], int]:
+def entity_columns(entity_rows: Any, needed: Sequence[str], what: str = "join key"
+                   ) -> tuple[dict[str, list], int]:
     """Rows as a list of dicts or a dict of lists (or a DataFrame) -> the needed columns."""
     if isinstance(entity_rows, Mapping):
         lengths = {k: len(v) for k, v in entity_rows.items()}
@@ -111,12 +112,12 @@ def entity_columns(entity_rows: Any, needed: Sequence[str]) -> tuple[dict[str, l
         n = next(iter(lengths.values()), 0)
         for k in needed:
             if k not in entity_rows:
-                raise _missing(k, list(entity_rows))
+                raise _missing(k, list(entity_rows), what=what)
         # Entity columns come back in the caller's order.
         return {k: list(v) for k, v in entity_rows.items() if k in needed}, n
     if type(entity_rows).__module__.split(".")[0] in ("pandas", "polars"):
         return entity_columns(entity_rows.to_dict(as_series=False) if hasattr(
-            entity_rows, "to_arrow") else entity_rows.to_dict("list"), needed)
+            entity_rows, "to_arrow") else entity_rows.to_dict("list"), needed, what)
     if not isinstance(entity_rows, Sequence) or isinstance(entity_rows, (str, bytes)):
         raise RequestError("entity_rows must be a list of dicts or a dict of lists, got "
                            f"{type(entity_rows).__name__}")
@@ -132,14 +133,15 @@ def entity_columns(entity_rows: Any, needed: Sequence[str]) -> tuple[dict[str, l
                                    ) from None
             for k in ordered:
                 if k not in row:
-                    raise _missing(k, list(row), f" (entity row {i})") from None
+                    raise _missing(k, list(row), f" (entity row {i})", what) from None
         raise
     return cols, len(entity_rows)
 
 
-def _missing(key: str, present: list[str], where: str = "") -> EntityDataFrameError:
+def _missing(key: str, present: list[str], where: str = "", what: str = "join key"
+             ) -> EntityDataFrameError:
     from tiffin.errors import did_you_mean
-    return EntityDataFrameError(f"missing join key {key!r}{where}",
+    return EntityDataFrameError(f"missing {what} {key!r}{where}",
                                 hint=did_you_mean(key, present) or f"got columns {present}")
 
 
@@ -220,6 +222,16 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
         columns = list(zip(*live)) if live else [()] * len(names)
         for i, (out, f) in enumerate(zip(v.output_names, v.features)):
             by_output[out] = (list(columns[i]), (hits, i, cutoff), f.dtype)
+    if plan.odfvs:
+        from tiffin.transform import on_demand_online
+        request, n = entity_columns(entity_rows, plan.request_fields, what="request field")
+        computed = on_demand_online(plan, {o: v[0] for o, v in by_output.items()}, request, n)
+        for f_out, values_ in computed.items():
+            # Computed values have no stored row: PRESENT or NULL_VALUE, no event time.
+            by_output[f_out] = (values_, ([(0, (x,)) for x in values_], 0, None), None)
+        for req in plan.odfvs:
+            for f, out in zip(req.features, req.output_names):
+                by_output[out] = (*by_output[out][:2], f.dtype)
     # Outputs in request order, whatever view they came from.
     values = {out: by_output[out][0] for out in plan.output_names}
     raw = {out: by_output[out][1] for out in plan.output_names}

@@ -9,6 +9,7 @@ On-disk format (``format_version`` 1), UTF-8 JSON::
          "entities":         {"<name>": {...Entity.to_dict()...}},
          "data_sources":     {"<name>": {...}},
          "feature_views":    {"<name>": {...}},
+         "on_demand_feature_views": {"<name>": {..., "udf": {"name", "source", "file"}}},
          "feature_services": {"<name>": {...}},
          "projects":         {"<name>": {...}},
          "materializations": {"<view>": {"watermark": "<iso>", "intervals": [["<iso>", "<iso>"]]}}
@@ -35,6 +36,7 @@ from tiffin.definitions import (
     Entity,
     FeatureService,
     FeatureView,
+    OnDemandFeatureView,
     Project,
 )
 from tiffin.errors import (
@@ -55,6 +57,7 @@ KINDS: dict[str, type[Definition]] = {
     "entities": Entity,
     "data_sources": DataSource,
     "feature_views": FeatureView,
+    "on_demand_feature_views": OnDemandFeatureView,
     "feature_services": FeatureService,
     "projects": Project,
 }
@@ -62,11 +65,13 @@ NOT_FOUND: dict[str, type[NotFoundError]] = {
     "entities": EntityNotFoundError,
     "data_sources": DataSourceNotFoundError,
     "feature_views": FeatureViewNotFoundError,
+    "on_demand_feature_views": FeatureViewNotFoundError,
     "feature_services": FeatureServiceNotFoundError,
     "projects": NotFoundError,
 }
 # Apply order: what others refer to comes first; deletes go the other way.
-APPLY_ORDER = ["projects", "entities", "data_sources", "feature_views", "feature_services"]
+APPLY_ORDER = ["projects", "entities", "data_sources", "feature_views",
+               "on_demand_feature_views", "feature_services"]
 
 
 def _empty_project() -> dict[str, Any]:
@@ -122,21 +127,21 @@ class Snapshot:
         self._objects: dict[tuple[str, str], Definition] = {}
 
     def names(self, kind: str) -> list[str]:
-        return list(self.data[kind])
+        return list(self.data.get(kind, ()))
 
     def get(self, kind: str, name: str) -> Any:
         key = (kind, name)
         obj = self._objects.get(key)
         if obj is None:
-            raw = self.data[kind].get(name)
+            raw = self.data.get(kind, {}).get(name)
             if raw is None:
-                raise NOT_FOUND[kind](name, self.data[kind], project=self.project)
+                raise NOT_FOUND[kind](name, self.data.get(kind, {}), project=self.project)
             obj = KINDS[kind].from_dict(raw)
             self._objects[key] = obj
         return obj
 
     def list(self, kind: str, tags: dict[str, str] | None = None) -> list[Any]:
-        objs = [self.get(kind, n) for n in self.data[kind]]
+        objs = [self.get(kind, n) for n in self.data.get(kind, ())]
         if tags:
             objs = [o for o in objs if all(o.tags.get(k) == v for k, v in tags.items())]
         return objs

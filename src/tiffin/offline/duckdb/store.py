@@ -17,6 +17,7 @@ from tiffin.features import FeaturePlan
 from tiffin.offline.base import (
     OfflineStore,
     RetrievalJob,
+    entity_df_columns,
     entity_time_range,
     online_batch_schema,
 )
@@ -26,7 +27,6 @@ from tiffin.offline.pit import (
     CREATED_TS,
     ENTITY_TS,
     EVENT_TS,
-    ROW_ID,
     Dialect,
     LatestRows,
     PointInTimeJoin,
@@ -146,7 +146,7 @@ class DuckDBOfflineStore(OfflineStore):
                                                                     req.output_names)],
                 ttl_seconds=view.ttl_seconds))
         return PointInTimeJoin("entity_df", entity_columns, views, lo, hi, strategy,
-                               feature_order=plan.output_names)
+                               feature_order=plan.view_outputs)
 
     def get_historical_features(self, entity: pa.Table, timestamp_column: str,
                                 plan: FeaturePlan, full_feature_names: bool,
@@ -154,7 +154,7 @@ class DuckDBOfflineStore(OfflineStore):
         """``strategy``: "auto" merges in memory when the sources fit
         (``in_memory_join_max_rows``) and runs the ASOF SQL otherwise; "memory", "asof" and
         "window" force one (the contract suite runs each)."""
-        entity_columns = [c for c in entity.column_names if c not in (ROW_ID, ENTITY_TS)]
+        entity_columns = entity_df_columns(entity)
         join = self.build_join(entity, entity_columns, plan,
                                "window" if strategy == "window" else "asof")
         sql = join.render(self.dialect)
@@ -196,7 +196,7 @@ class DuckDBOfflineStore(OfflineStore):
         lo, hi = entity_time_range(entity)
         return RetrievalJob(reader, persist=persist, sql=sql,
                             full_feature_names=full_feature_names,
-                            metadata={"features": plan.output_names,
+                            metadata={"features": plan.view_outputs,
                                       "keys": plan.entity_columns,
                                       "min_event_timestamp": lo, "max_event_timestamp": hi})
 
