@@ -25,7 +25,7 @@ test: install
 # tiffin beside Feast 0.67 (installed into .venv-feast), same workload, same run.
 bench: install
 	bash benchmarks/setup_feast.sh
-	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) benchmarks/run.py --wait-idle 300 $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

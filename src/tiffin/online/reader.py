@@ -177,51 +177,67 @@ def _check_key_values(name: str, values: list[Any], dtype: FeastType) -> list[An
     return values
 
 
-def _key_types(plan: FeaturePlan) -> dict[str, FeastType]:
-    """Request column -> join-key type; cached on the plan (plans are cached per request shape)."""
-    cached = getattr(plan, "_key_types", None)
-    if cached is None:
-        cached = {}
+class _ReadPlan:
+    """What a read needs from a FeaturePlan, computed once per plan (plans are cached per
+    request shape), so a request pays only for its own keys and values."""
+
+    def __init__(self, plan: FeaturePlan):
+        self.entity_columns = plan.entity_columns
+        self.key_types: dict[str, FeastType] = {}
+        self.views = []
         for v in plan.views:
             types = {f.name: f.dtype for f in v.view.entity_columns}
             for key, col in zip(v.join_keys, v.entity_columns):
-                cached.setdefault(col, types[key])
-        plan._key_types = cached  # type: ignore[attr-defined]
+                self.key_types.setdefault(col, types[key])
+            names = [f.name for f in v.features]
+            ttl = v.view.ttl_seconds
+            self.views.append((v.view, v.entity_columns, names, (None,) * len(names),
+                               round(ttl * 1_000_000) if ttl else None,
+                               list(zip(v.output_names, [f.dtype for f in v.features]))))
+
+
+def _read_plan(plan: FeaturePlan) -> _ReadPlan:
+    cached = getattr(plan, "_read_plan", None)
+    if cached is None:
+        cached = plan._read_plan = _ReadPlan(plan)  # type: ignore[attr-defined]
     return cached
 
 
 def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
                 now: float | None = None) -> OnlineResponse:
-    key_types = _key_types(plan)
-    cols, _ = entity_columns(entity_rows, plan.entity_columns)
+    rp = _read_plan(plan)
+    cols, _ = entity_columns(entity_rows, rp.entity_columns)
     for name, col in cols.items():
-        _check_key_values(name, col, key_types[name])
+        _check_key_values(name, col, rp.key_types[name])
     now_us = int((time.time() if now is None else now) * 1_000_000)
 
     by_output: dict[str, tuple[list[Any], tuple[list[Any], int, int | None], FeastType]] = {}
-    for v in plan.views:
-        key_cols = [cols[c] for c in v.entity_columns]
+    for view, key_names, names, absent, ttl_us, outputs in rp.views:
+        key_cols = [cols[c] for c in key_names]
         keys = list(zip(*key_cols)) if len(key_cols) > 1 else [(k,) for k in key_cols[0]]
-        unique = list(dict.fromkeys(keys))
-        if any(None in c for c in key_cols):  # a null key matches nothing
-            unique = [k for k in unique if None not in k]
-        names = [f.name for f in v.features]
-        found: dict[tuple, tuple] = {}
-        for start in range(0, len(unique), MAX_KEYS_PER_READ):
-            found.update(store.read(v.view, unique[start:start + MAX_KEYS_PER_READ], names))
+        if len(keys) == 1:
+            unique = keys if None not in keys[0] else []
+        else:
+            unique = list(dict.fromkeys(keys))
+            if any(None in c for c in key_cols):  # a null key matches nothing
+                unique = [k for k in unique if None not in k]
+        if len(unique) <= MAX_KEYS_PER_READ:
+            found = store.read(view, unique, names) if unique else {}
+        else:
+            found = {}
+            for start in range(0, len(unique), MAX_KEYS_PER_READ):
+                found.update(store.read(view, unique[start:start + MAX_KEYS_PER_READ], names))
         hits = [found.get(k) for k in keys]
-        ttl = v.view.ttl_seconds
-        cutoff = now_us - round(ttl * 1_000_000) if ttl else None
+        cutoff = now_us - ttl_us if ttl_us else None
         # Rows whose event time is older than the ttl read as absent values.
-        absent = (None,) * len(names)
         if cutoff is None:
             live = [absent if h is None else h[1] for h in hits]
         else:
             live = [absent if h is None or h[0] < cutoff else h[1] for h in hits]
         # Transpose rows into feature columns in one C-level pass.
         columns = list(zip(*live)) if live else [()] * len(names)
-        for i, (out, f) in enumerate(zip(v.output_names, v.features)):
-            by_output[out] = (list(columns[i]), (hits, i, cutoff), f.dtype)
+        for i, (out, dtype) in enumerate(outputs):
+            by_output[out] = (list(columns[i]), (hits, i, cutoff), dtype)
     if plan.odfvs:
         from tiffin.transform import on_demand_online
         request, n = entity_columns(entity_rows, plan.request_fields, what="request field")

@@ -69,8 +69,9 @@ class SQLiteOnlineStore(OnlineStore):
         super().__init__(config, repo_config)
         self.path = repo_config.resolve_path(config.path)
         self._local = threading.local()
-        self._read_sql: dict[tuple[str, tuple[str, ...], int], str] = {}
-        self._decoders: dict[tuple[str, tuple[str, ...]], list[tuple[int, Callable]]] = {}
+        # (view, features, number of keys) -> (SELECT, value decoders)
+        self._read_sql: dict[tuple[str, tuple[str, ...], int],
+                             tuple[str, list[tuple[int, Callable]]]] = {}
 
     # -- connections ---------------------------------------------------------------------
     def _con(self) -> sqlite3.Connection:
@@ -114,7 +115,6 @@ class SQLiteOnlineStore(OnlineStore):
         for view in keep:
             self._ensure_table(con, view)
         self._read_sql.clear()
-        self._decoders.clear()
 
     def _ensure_table(self, con: sqlite3.Connection, view: FeatureView) -> None:
         table = self.table(view)
@@ -182,18 +182,25 @@ class SQLiteOnlineStore(OnlineStore):
              ) -> ReadResult:
         feats = tuple(features)
         nkeys = len(view.entity_columns)
-        sql_key = (view.name, feats, len(keys))
-        sql = self._read_sql.get(sql_key)
-        if sql is None:
-            sql = self._read_sql[sql_key] = self._select(view, feats, len(keys))
-        dec_key = (view.name, feats)
-        decoders = self._decoders.get(dec_key)
-        if decoders is None:
+        cache_key = (view.name, feats, len(keys))
+        prepared = self._read_sql.get(cache_key)
+        if prepared is None:
             by_name: dict[str, Field] = {f.name: f for f in view.features}
-            decoders = self._decoders[dec_key] = [
-                (i, d) for i, n in enumerate(feats)
-                if (d := _decoder(by_name[n].dtype)) is not None]
-        params = [v for key in keys for v in key] if nkeys > 1 else [k[0] for k in keys]
+            decoders = [(i, d) for i, n in enumerate(feats)
+                        if (d := _decoder(by_name[n].dtype)) is not None]
+            prepared = self._read_sql[cache_key] = (self._select(view, feats, len(keys)),
+                                                    decoders)
+        sql, decoders = prepared
+        if nkeys == 1:
+            # Sorted keys walk the primary-key B-tree in order: fewer page visits.
+            params = [k[0] for k in keys]
+            if len(params) > 1:
+                try:
+                    params.sort()
+                except TypeError:  # values that do not order: any order is correct
+                    pass
+        else:
+            params = [v for key in keys for v in key]
         try:
             rows = self._con().execute(sql, params).fetchall()
         except sqlite3.OperationalError as e:
@@ -201,13 +208,13 @@ class SQLiteOnlineStore(OnlineStore):
                 return {}  # never materialized into this database: every key is NOT_FOUND
             raise BackendError(f"reading {view.name!r} from SQLite {self.path} failed: {e}"
                                ) from e
+        if not decoders:
+            return {row[:nkeys]: (row[nkeys], row[nkeys + 1:]) for row in rows}
         out: ReadResult = {}
         for row in rows:
-            values = row[nkeys + 1:]
-            if decoders:
-                values = list(values)
-                for i, dec in decoders:
-                    values[i] = dec(values[i])
+            values = list(row[nkeys + 1:])
+            for i, dec in decoders:
+                values[i] = dec(values[i])
             out[row[:nkeys]] = (row[nkeys], values)
         return out
 
