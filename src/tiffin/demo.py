@@ -69,7 +69,7 @@ def main(folder: str = "demo_repo") -> None:
         features=store.get_feature_service("driver_activity_v1"),
         entity_rows=[{"driver_id": 1001}, {"driver_id": 1002}, {"driver_id": 4242}],
     )
-    table = pd.DataFrame(response.to_dict())
+    table = pd.DataFrame(response.to_dict(), dtype=object)  # keep ints as ints beside None
     for name, statuses in response.statuses.items():
         table[f"{name} status"] = [s.name for s in statuses]
     print(table.to_string(index=False))
