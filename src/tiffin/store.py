@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from tiffin import push as push_mod
 from tiffin import repo as repo_mod
 from tiffin.config import RepoConfig, load_repo_config
 from tiffin.definitions import (
@@ -33,6 +34,7 @@ from tiffin.materialize.base import Engine, MaterializeResult
 from tiffin.offline.base import OfflineStore, RetrievalJob, entity_df_columns, prepare_entity
 from tiffin.online.base import OnlineStore
 from tiffin.online.reader import OnlineResponse, read_online
+from tiffin.push import PushMode
 from tiffin.registry import Diff, Registry
 from tiffin.registry.file import FileRegistryStore
 from tiffin.transform import on_demand_offline
@@ -226,6 +228,23 @@ class FeatureStore:
         """Latest values for each entity row, with a status per value."""
         plan = self._plan(features, full_feature_names)
         return read_online(self.online_store, plan, entity_rows)
+
+    # -- writes --------------------------------------------------------------------------
+    def push(self, push_source_name: str, df: Any, allow_registry_cache: bool = True,
+             to: PushMode | str = PushMode.ONLINE, **_feast_only: Any) -> int:
+        """Write fresh rows for every feature view fed by a push source: online, offline
+        (appended to its batch source) or both. Checked whole first; returns the row count."""
+        return push_mod.push(self, push_source_name, df, to, allow_registry_cache)
+
+    def write_to_online_store(self, feature_view_name: str, df: Any = None,
+                              allow_registry_cache: bool = True, inputs: Any = None,
+                              **_feast_only: Any) -> int:
+        """Write rows straight to one view's online table (monotonic in event time)."""
+        data = df if df is not None else inputs
+        if data is None:
+            raise RequestError("write_to_online_store needs df")
+        return push_mod.write_to_online_store(self, feature_view_name, data,
+                                              allow_registry_cache)
 
     # -- materialization -----------------------------------------------------------------
     def _views(self, names: Sequence[str] | None) -> list[FeatureView]:

@@ -1,10 +1,10 @@
 """The offline-store interface and the pieces every offline store shares.
 
-An offline store runs queries against data tiffin does not own. It answers
-four questions: what columns a source has (``source_schema``), the
-point-in-time join (``get_historical_features``), the latest row per entity in
-a time range (``pull_latest``, for materialization), and where its SQL
-dialect differs (``dialect``). Everything else (planning features, entity
+An offline store runs queries against data tiffin does not own. It does four
+things: tells what columns a source has (``source_schema``), runs the
+point-in-time join (``get_historical_features``), finds the latest row per
+entity in a time range (``pull_latest``, for materialization) and appends
+pushed rows (``write``). Everything else (planning features, entity
 frames, naming, ordering) lives here once.
 """
 
@@ -106,6 +106,10 @@ class OfflineStore(ABC):
     def pull_latest(self, view: FeatureView, start: datetime | None, end: datetime,
                     batch_rows: int) -> pa.RecordBatchReader:
         """Latest row per entity with start <= event_ts <= end, as ``online_batch_schema``."""
+
+    @abstractmethod
+    def write(self, source: DataSource, table: pa.Table) -> None:
+        """Append rows (already in the source's columns and types) to ``source``, atomically."""
 
     def close(self) -> None:
         """Release connections."""

@@ -3,7 +3,8 @@ from __future__ import annotations
 import glob
 import os
 import threading
-from datetime import datetime
+import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 
 from tiffin.config import RepoConfig
 from tiffin.definitions import DataSource, FeatureView, FileSource
-from tiffin.errors import BackendError, DefinitionError
+from tiffin.errors import BackendError, DefinitionError, RequestError
 from tiffin.features import FeaturePlan
 from tiffin.offline.base import (
     OfflineStore,
@@ -52,6 +53,15 @@ def _sql_string(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def _sql_list(items: list[str]) -> str:
+    return "[" + ", ".join(_sql_string(i) for i in items) + "]"
+
+
+def pushed_dir(path: str) -> str:
+    """Where rows pushed to a single-file source go: a folder beside it, read with it."""
+    return path + ".pushed"
+
+
 class DuckDBOfflineStore(OfflineStore):
     dialect = "duckdb"
 
@@ -80,11 +90,38 @@ class DuckDBOfflineStore(OfflineStore):
         return con
 
     # -- sources -------------------------------------------------------------------------
-    def _files(self, source: FileSource) -> str:
+    def _files(self, source: FileSource) -> list[str]:
+        """Globs DuckDB reads for a source: the path, plus rows pushed beside a single file."""
         path = source.resolved_path(self.repo_config.repo_path)
         if "://" not in path and os.path.isdir(path):
-            return os.path.join(path, "**", "*.parquet")
-        return path
+            return [os.path.join(path, "**", "*.parquet")]
+        pushed = pushed_dir(path)
+        if "://" not in path and os.path.isdir(pushed) and \
+                glob.glob(os.path.join(pushed, "*.parquet")):
+            return [path, os.path.join(pushed, "*.parquet")]
+        return [path]
+
+    def write(self, source: DataSource, table: pa.Table) -> None:
+        """Append rows to a Parquet source: a new file, written whole then renamed into
+        place, so a concurrent reader sees all of it or none of it."""
+        batch = source.batch
+        if not isinstance(batch, FileSource):
+            raise DefinitionError(f"the duckdb offline store writes FileSource, not "
+                                  f"{type(batch).__name__} ({batch.name!r})")
+        path = batch.resolved_path(self.repo_config.repo_path)
+        if "://" in path or any(ch in path for ch in "*?["):
+            raise RequestError(f"source {batch.name!r}: cannot append to {path}",
+                               hint="push to a local Parquet file or directory")
+        target = path if os.path.isdir(path) else pushed_dir(path)
+        os.makedirs(target, exist_ok=True)
+        name = f"part-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+        tmp = os.path.join(target, f".{name}.tmp")
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, os.path.join(target, name + ".parquet"))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def relation(self, source: DataSource) -> str:
         source = source.batch
@@ -92,8 +129,8 @@ class DuckDBOfflineStore(OfflineStore):
             raise DefinitionError(f"the duckdb offline store reads FileSource, not "
                                   f"{type(source).__name__} ({source.name!r})")
         files = self._files(source)
-        hive = ", hive_partitioning = true" if "**" in files else ""
-        return f"read_parquet({_sql_string(files)}, union_by_name = true{hive})"
+        hive = ", hive_partitioning = true" if "**" in files[0] else ""
+        return f"read_parquet({_sql_list(files)}, union_by_name = true{hive})"
 
     def source_schema(self, source: DataSource) -> pa.Schema:
         batch = source.batch
@@ -210,7 +247,7 @@ class DuckDBOfflineStore(OfflineStore):
                 files = self._files(req.view.source.batch)  # type: ignore[arg-type]
                 try:
                     ((rows,),) = con.sql(f"SELECT COALESCE(SUM(num_rows), 0) FROM "
-                                         f"parquet_file_metadata({_sql_string(files)})").fetchall()
+                                         f"parquet_file_metadata({_sql_list(files)})").fetchall()
                 except duckdb.Error:
                     return False
                 if rows > limit:
