@@ -203,6 +203,33 @@ def materialize_incremental(ctx: click.Context, end_ts: str, views: tuple[str, .
     _run_materialize(ctx, lambda s, **kw: s.materialize_incremental(end, **kw), views)
 
 
+@cli.command()
+@click.option("-h", "--host", default="127.0.0.1", show_default=True)
+@click.option("-p", "--port", default=6566, show_default=True, type=int)
+@click.option("-w", "--workers", default=1, show_default=True, type=int,
+              help="Worker processes (each serves every endpoint).")
+@click.option("-r", "--registry-ttl-sec", "registry_ttl", default=5.0, show_default=True,
+              type=float, help="How often the registry is refreshed in the background.")
+@click.option("--no-access-log", is_flag=True, hidden=True)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, workers: int, registry_ttl: float,
+          no_access_log: bool) -> None:
+    """Run the HTTP feature server (Feast's JSON API)."""
+    try:
+        import uvicorn
+    except ImportError:
+        from tiffin.errors import MissingDependencyError
+        raise MissingDependencyError("uvicorn", "server") from None
+    _store(ctx).close()  # fail here, with a one-line error, if the repository is broken
+    os.environ["TIFFIN_REPO_PATH"] = str(_repo(ctx))
+    os.environ["TIFFIN_REGISTRY_TTL"] = str(registry_ttl)
+    if ctx.find_root().obj.get("fs_yaml"):
+        os.environ["TIFFIN_FS_YAML"] = ctx.find_root().obj["fs_yaml"]
+    click.echo(f"Serving project at http://{host}:{port} ({workers} worker(s))", err=True)
+    uvicorn.run("tiffin.server.app:app_from_env", factory=True, host=host, port=port,
+                workers=workers, access_log=False, log_level="warning")
+
+
 @cli.command("registry-dump")
 @click.pass_context
 def registry_dump(ctx: click.Context) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -166,11 +166,22 @@ def _to_utc(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
     if pa.types.is_date(t):
         return col.cast(pa.timestamp("us")).cast(TIMESTAMP)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
+        # ISO 8601 text: all with offsets, all without (UTC), or a mix (value by value).
+        for target in (TIMESTAMP, pa.timestamp("us")):
+            try:
+                return pc.cast(pc.cast(col, target), TIMESTAMP)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
         try:
-            return pc.cast(pc.cast(col, pa.timestamp("us")), TIMESTAMP)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            parsed = [None if v is None else datetime.fromisoformat(v.replace("Z", "+00:00"))
+                      for v in col.to_pylist()]
+            parsed = [v if v is None or v.tzinfo else v.replace(tzinfo=timezone.utc)
+                      for v in parsed]
+            return pa.chunked_array([pa.array(parsed, TIMESTAMP)])
+        except ValueError:
             pass
-    raise EntityDataFrameError(f"entity_df column {name!r} is {t}, not a timestamp")
+    raise EntityDataFrameError(f"column {name!r} is {t}, not a timestamp",
+                               hint="send datetimes or ISO 8601 strings")
 
 
 def prepare_entity(data: Any, plan: FeaturePlan) -> tuple[pa.Table, str]:

@@ -48,5 +48,8 @@ class OnlineStore(ABC):
     def teardown(self, views: Sequence[FeatureView]) -> None:
         """Remove all storage for ``views``."""
 
+    def ping(self) -> None:
+        """Raise if the store cannot be reached (health checks)."""
+
     def close(self) -> None:
         """Release connections."""

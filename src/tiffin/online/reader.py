@@ -54,6 +54,14 @@ class OnlineResponse:
         self._statuses: dict[str, list[FieldStatus]] | None = None
 
     @property
+    def entity_columns(self) -> dict[str, list[Any]]:
+        return self._entities
+
+    @property
+    def feature_columns(self) -> dict[str, list[Any]]:
+        return self._values
+
+    @property
     def feature_names(self) -> list[str]:
         return list(self._entities) + list(self._values)
 

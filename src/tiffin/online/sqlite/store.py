@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView, Field
-from tiffin.errors import BackendError
+from tiffin.errors import BackendError, StoreUnavailableError
 from tiffin.online.base import OnlineStore, ReadResult
 from tiffin.online.sqlite.config import SQLiteOnlineStoreConfig
 from tiffin.types import Array, FeastType, from_micros
@@ -91,6 +91,12 @@ class SQLiteOnlineStore(OnlineStore):
             con.execute(f"PRAGMA cache_size=-{self.config.cache_size_kib}")
             self._local.con = con
         return con
+
+    def ping(self) -> None:
+        try:
+            self._con().execute("SELECT 1").fetchall()
+        except sqlite3.Error as e:
+            raise StoreUnavailableError(f"SQLite {self.path} is not usable: {e}") from e
 
     def close(self) -> None:
         con = getattr(self._local, "con", None)

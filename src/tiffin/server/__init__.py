@@ -1,0 +1,1 @@
+"""The HTTP feature server (`tiffin serve`); install with the `server` extra."""

@@ -1,0 +1,173 @@
+"""The feature server: Feast's JSON shapes, real HTTP errors, push, metrics, `tiffin serve`."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from tiffin import (
+    Entity,
+    FeatureService,
+    FeatureStore,
+    FeatureView,
+    Field,
+    FileSource,
+    PushSource,
+    ValueType,
+)
+from tiffin.server.app import create_app
+from tiffin.types import Float64, Int64, String
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def make_repo(tmp_path):
+    pq.write_table(pa.table({
+        "driver_id": pa.array([1, 2], pa.int64()),
+        "event_timestamp": pa.array([NOW - timedelta(minutes=30)] * 2, pa.timestamp("us", "UTC")),
+        "rate": [0.5, 0.25], "trips": [3, 4], "city": ["Lisbon", None]}), tmp_path / "d.parquet")
+    (tmp_path / "feature_store.yaml").write_text("project: srv\nregistry: registry.json\n")
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    batch = FileSource(name="d_batch", path="d.parquet", timestamp_field="event_timestamp")
+    push = PushSource(name="d_push", batch_source=batch)
+    stats = FeatureView(name="stats", entities=[driver], ttl=timedelta(hours=2), source=push,
+                        schema=[Field(name="rate", dtype=Float64), Field(name="trips", dtype=Int64),
+                                Field(name="city", dtype=String)])
+    svc = FeatureService(name="svc", features=[stats[["trips", "rate"]]])
+    store = FeatureStore(repo_path=tmp_path)
+    store.apply([driver, batch, push, stats, svc])
+    store.materialize(NOW - timedelta(days=1), NOW)
+    return store
+
+
+@pytest.fixture
+def client(tmp_path):
+    store = make_repo(tmp_path)
+    with TestClient(create_app(store)) as c:
+        yield c
+
+
+def test_get_online_features_json(client):
+    r = client.post("/get-online-features", json={
+        "features": ["stats:city", "stats:rate"], "entities": {"driver_id": [2, 1, 9]}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["metadata"]["feature_names"] == ["driver_id", "city", "rate"]
+    key, city, rate = body["results"]
+    assert key["values"] == [2, 1, 9] and key["statuses"] == ["PRESENT"] * 3
+    assert city["values"] == [None, "Lisbon", None]
+    assert city["statuses"] == ["NULL_VALUE", "PRESENT", "NOT_FOUND"]
+    assert rate["values"] == [0.25, 0.5, None]
+    assert rate["event_timestamps"][0].endswith("Z") and rate["event_timestamps"][2] == \
+        "1970-01-01T00:00:00Z"
+    svc = client.post("/get-online-features", json={"feature_service": "svc",
+                                                     "entities": {"driver_id": [1]},
+                                                     "full_feature_names": True}).json()
+    assert svc["metadata"]["feature_names"] == ["driver_id", "stats__trips", "stats__rate"]
+
+
+@pytest.mark.parametrize("path, body, status, kind, text", [
+    ("/get-online-features", {"features": ["stat:rate"], "entities": {"driver_id": [1]}},
+     404, "FeatureViewNotFoundError", "did you mean 'stats'"),
+    ("/get-online-features", {"feature_service": "svx", "entities": {"driver_id": [1]}},
+     404, "FeatureServiceNotFoundError", "did you mean 'svc'"),
+    ("/get-online-features", {"features": ["stats:rat"], "entities": {"driver_id": [1]}},
+     404, "FeatureNotFoundError", "stats:rate"),
+    ("/get-online-features", {"features": ["stats:rate"], "entities": {"driver": [1]}},
+     400, "EntityDataFrameError", "driver_id"),
+    ("/get-online-features", {"features": ["stats:rate"], "entities": {"driver_id": ["1"]}},
+     400, "EntityValueError", "Int64"),
+    ("/get-online-features", {"features": ["stats:rate"], "feature_service": "svc",
+                              "entities": {"driver_id": [1]}}, 400, "RequestError", "exactly one"),
+    ("/get-online-features", {"features": ["stats:rate"]}, 422, "InvalidRequestBody",
+     "entities"),
+    ("/push", {"push_source_name": "d_pus", "df": {}}, 404, "PushSourceNotFoundError",
+     "did you mean 'd_push'"),
+    ("/push", {"push_source_name": "d_push", "df": {"driver_id": [1]}}, 400, "RequestError",
+     "missing column"),
+    ("/push", {"push_source_name": "d_push", "to": "later", "df": {"driver_id": [1]}}, 400,
+     "RequestError", "push mode"),
+    ("/write-to-online-store", {"feature_view_name": "nope", "df": {"driver_id": [1]}}, 404,
+     "FeatureViewNotFoundError", "nope"),
+    ("/materialize", {"start_ts": "yesterday", "end_ts": "now"}, 400, "RequestError",
+     "ISO 8601"),
+])
+def test_bad_requests_get_4xx_with_a_json_error(client, path, body, status, kind, text):
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["type"] == kind
+    assert text in err["message"] + " " + err.get("hint", "")
+
+
+def test_malformed_json_is_422(client):
+    r = client.post("/get-online-features", content=b"{not json",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["type"] == "InvalidRequestBody"
+
+
+def test_push_then_read_and_metrics(client):
+    ts = (NOW + timedelta(seconds=5)).isoformat()
+    r = client.post("/push", json={"push_source_name": "d_push", "to": "online_and_offline",
+                                   "df": {"driver_id": [1], "event_timestamp": [ts],
+                                          "rate": [0.75], "trips": [9], "city": ["Faro"]}})
+    assert r.status_code == 200, r.text
+    got = client.post("/get-online-features", json={"features": ["stats:rate"],
+                                                    "entities": {"driver_id": [1]}}).json()
+    assert got["results"][1]["values"] == [0.75]
+    r = client.post("/write-to-online-store", json={
+        "feature_view_name": "stats", "df": {"driver_id": [2], "event_timestamp": [ts],
+                                             "rate": [0.1], "trips": [1], "city": ["x"]}})
+    assert r.status_code == 200, r.text
+    metrics = client.get("/metrics").text
+    assert 'tiffin_rows_pushed_total{push_source="d_push"} 1.0' in metrics
+    assert 'tiffin_feature_freshness_seconds{feature_view="stats"}' in metrics
+    assert 'tiffin_requests_total{endpoint="/push",status="200"} 1.0' in metrics
+
+
+def test_materialize_health_openapi(client):
+    r = client.post("/materialize-incremental", json={"end_ts": NOW.isoformat()})
+    assert r.status_code == 200 and r.json()["feature_views"][0]["name"] == "stats"
+    assert client.get("/health").json()["status"] == "ok"
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/get-online-features", "/push", "/write-to-online-store", "/materialize",
+            "/materialize-incremental", "/health"} <= set(paths)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tiffin_serve_over_loopback(tmp_path):
+    make_repo(tmp_path).close()
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tiffin.cli", "serve", "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+        r = httpx.post(f"http://127.0.0.1:{port}/get-online-features",
+                       json={"features": ["stats:trips"], "entities": {"driver_id": [1, 2]}})
+        assert r.json()["results"][1]["values"] == [3, 4]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
