@@ -87,6 +87,10 @@ class OnlineResponse:
                                       for t in self._event_ts(name)]
         return out
 
+    def event_timestamps_us(self, name: str) -> list[int | None]:
+        """Event times as epoch microseconds (None where no row was found)."""
+        return self._event_ts(name)
+
     def event_timestamps(self, name: str) -> list[datetime | None]:
         """When each value's row happened (None where no row was found)."""
         return [None if t is None else from_micros(t) for t in self._event_ts(name)]

@@ -32,9 +32,10 @@ from tiffin.errors import (
     TiffinError,
     TransformationError,
 )
-from tiffin.online.reader import OnlineResponse
+from tiffin.online.reader import FieldStatus, OnlineResponse
 from tiffin.server.metrics import Metrics
 from tiffin.store import FeatureStore
+from tiffin.types import from_micros
 
 log = logging.getLogger("tiffin.server")
 EPOCH_ISO = "1970-01-01T00:00:00Z"
@@ -102,6 +103,9 @@ def status_of(e: TiffinError) -> int:
     return 500
 
 
+_STATUS_NAMES = {s: s.name for s in FieldStatus}
+
+
 def online_json(resp: OnlineResponse) -> dict[str, Any]:
     """Feast's response shape: entity columns first, one result per column."""
     results = []
@@ -109,11 +113,17 @@ def online_json(resp: OnlineResponse) -> dict[str, Any]:
         results.append({"values": values, "statuses": ["PRESENT"] * len(values),
                         "event_timestamps": [EPOCH_ISO] * len(values)})
     statuses = resp.statuses
+    iso: dict[int | None, str] = {None: EPOCH_ISO, 0: EPOCH_ISO}  # rows share timestamps
     for name, values in resp.feature_columns.items():
-        ts = resp.event_timestamps(name)
-        results.append({"values": values, "statuses": [s.name for s in statuses[name]],
-                        "event_timestamps": [EPOCH_ISO if t is None or t.year == 1970
-                                             else t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in ts]})
+        stamps = []
+        for t in resp.event_timestamps_us(name):
+            text = iso.get(t)
+            if text is None:
+                text = iso[t] = from_micros(t).strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[arg-type]
+            stamps.append(text)
+        results.append({"values": values,
+                        "statuses": [_STATUS_NAMES[s] for s in statuses[name]],
+                        "event_timestamps": stamps})
     return {"metadata": {"feature_names": resp.feature_names}, "results": results}
 
 
