@@ -20,6 +20,7 @@ demo: install
 	$(PY) -m tiffin.demo demo_repo
 
 test: install
+	PY=$(PY) bash scripts/services.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # tiffin beside Feast 0.67 (installed into .venv-feast), same workload, same run.

@@ -14,9 +14,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tiffin.config import BackendConfig, RepoConfig
 from tiffin.definitions import FeatureView
+
+
+def python_values(col: pa.Array | pa.ChunkedArray) -> list[object]:
+    """A batch column as plain Python values for a store: times (also inside lists) as
+    epoch microseconds, so no store has to deal with datetime objects."""
+    if pa.types.is_timestamp(col.type):
+        col = pc.cast(col, pa.int64())
+    elif pa.types.is_list(col.type) and pa.types.is_timestamp(col.type.value_type):
+        col = pc.cast(col, pa.list_(pa.int64()))
+    return col.to_pylist()
+
 
 # key tuple -> (event timestamp in epoch microseconds, feature values in requested order)
 ReadResult = dict[tuple, tuple[int, Sequence[object]]]

@@ -6,6 +6,8 @@ A backend supplies ``config(tmp_path) -> dict`` (the ``online_store:`` section) 
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -39,8 +41,12 @@ class OnlineBackend:
     marks: list = field(default_factory=list)
 
 
+REDIS = os.environ.get("TIFFIN_TEST_REDIS", "127.0.0.1:6379,db=15")
+
 ONLINE_BACKENDS = [
     OnlineBackend("sqlite", lambda tmp: {"type": "sqlite", "path": str(tmp / "online.db")}),
+    OnlineBackend("redis", lambda tmp: {"type": "redis", "connection_string": REDIS},
+                  [pytest.mark.redis]),
 ]
 
 
@@ -82,7 +88,9 @@ class OnlineWorld:
         self.pair_stats = FeatureView(
             name="pair_stats", entities=[self.driver, self.customer], ttl=timedelta(days=1),
             schema=[Field(name="trips", dtype=Int64)], source=self.pair_src)
-        self.config = RepoConfig(project="online_contract", registry=str(tmp_path / "registry.json"),
+        # A project per test: stores shared by every test (Redis) stay separate.
+        self.config = RepoConfig(project=f"oc_{uuid.uuid4().hex[:10]}",
+                                 registry=str(tmp_path / "registry.json"),
                                  online_store=backend.config(tmp_path))
         self.store = FeatureStore(repo_path=tmp_path, config=self.config)
         self.store.apply([self.driver, self.customer, self.driver_stats, self.customer_stats,
@@ -113,4 +121,5 @@ class OnlineWorld:
 def world(tmp_path, online_backend):
     w = OnlineWorld(tmp_path, online_backend)
     yield w
+    w.store.online_store.teardown(w.store.list_feature_views())
     w.store.close()

@@ -15,12 +15,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView, Field
 from tiffin.errors import BackendError, StoreUnavailableError
-from tiffin.online.base import OnlineStore, ReadResult
+from tiffin.online.base import OnlineStore, ReadResult, python_values
 from tiffin.online.sqlite.config import SQLiteOnlineStoreConfig
 from tiffin.types import Array, FeastType, from_micros
 
@@ -54,14 +53,11 @@ def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
 
 
 def _column_values(col: pa.Array | pa.ChunkedArray, dtype: FeastType | None) -> list[Any]:
-    """An Arrow column as the Python values SQLite stores."""
-    if pa.types.is_timestamp(col.type):
-        return pc.cast(col, pa.int64()).to_pylist()
+    """An Arrow column as the Python values SQLite stores (arrays as JSON text)."""
+    values = python_values(col)
     if dtype is not None and isinstance(dtype, Array):
-        if pa.types.is_list(col.type) and pa.types.is_timestamp(col.type.value_type):
-            col = pc.cast(col, pa.list_(pa.int64()))
-        return [None if v is None else json.dumps(v) for v in col.to_pylist()]
-    return col.to_pylist()
+        return [None if v is None else json.dumps(v) for v in values]
+    return values
 
 
 class SQLiteOnlineStore(OnlineStore):

@@ -1,0 +1,1 @@
+"""Redis online store (`pip install tiffin[redis]`)."""
