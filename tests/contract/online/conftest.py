@@ -47,6 +47,10 @@ ONLINE_BACKENDS = [
     OnlineBackend("sqlite", lambda tmp: {"type": "sqlite", "path": str(tmp / "online.db")}),
     OnlineBackend("redis", lambda tmp: {"type": "redis", "connection_string": REDIS},
                   [pytest.mark.redis]),
+    OnlineBackend("postgres", lambda tmp: {
+        "type": "postgres", "host": os.environ.get("TIFFIN_TEST_POSTGRES_HOST", "127.0.0.1"),
+        "user": "postgres", "database": "postgres", "db_schema": "tiffin_contract"},
+        [pytest.mark.postgres]),
 ]
 
 

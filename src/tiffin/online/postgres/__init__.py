@@ -1,0 +1,1 @@
+"""PostgreSQL online store (`pip install tiffin[postgres]`)."""

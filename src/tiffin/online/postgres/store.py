@@ -1,0 +1,198 @@
+"""PostgreSQL online store.
+
+Layout: table ``"<project>_<view>"`` in ``db_schema``: join-key columns (primary
+key), ``__event_ts`` and ``__created_ts`` (epoch microseconds, BIGINT) and a
+typed column per feature (arrays as JSON text). Writes COPY a batch into a
+temporary table, then one ``INSERT … ON CONFLICT … DO UPDATE … WHERE`` keeps
+the newer event; reads are one query per view.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from tiffin.config import RepoConfig
+from tiffin.definitions import FeatureView
+from tiffin.errors import BackendError, MissingDependencyError, StoreUnavailableError
+from tiffin.online.base import OnlineStore, ReadResult, python_values
+from tiffin.online.postgres.config import PostgreSQLOnlineStoreConfig
+from tiffin.types import Array, FeastType, from_micros
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg_pool import ConnectionPool
+except ImportError:  # pragma: no cover - only without the extra
+    psycopg = None
+
+
+def _pg_type(dtype: FeastType) -> str:
+    if isinstance(dtype, Array):
+        return "TEXT"
+    return {"Int32": "INTEGER", "Int64": "BIGINT", "Bool": "BOOLEAN", "UnixTimestamp": "BIGINT",
+            "Float32": "REAL", "Float64": "DOUBLE PRECISION", "String": "TEXT",
+            "Bytes": "BYTEA"}[dtype.name]
+
+
+def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
+    if isinstance(dtype, Array):
+        if dtype.base_type.name == "UnixTimestamp":
+            return lambda v: [None if x is None else from_micros(x) for x in json.loads(v)]
+        return json.loads
+    if dtype.name == "UnixTimestamp":
+        return from_micros
+    if dtype.name == "Bytes":
+        return bytes
+    return None
+
+
+class PostgreSQLOnlineStore(OnlineStore):
+    def __init__(self, config: PostgreSQLOnlineStoreConfig, repo_config: RepoConfig):
+        super().__init__(config, repo_config)
+        if psycopg is None:
+            raise MissingDependencyError("psycopg", "postgres")
+        self.pool = ConnectionPool(config.conninfo(), min_size=config.min_conn,
+                                   max_size=config.max_conn, open=False,
+                                   kwargs={"autocommit": True})
+        self._opened = False
+        self._queries: dict[tuple, tuple[Any, list]] = {}
+
+    def _conn(self) -> Any:
+        if not self._opened:
+            self.pool.open(wait=False)
+            self._opened = True
+        return self.pool.connection(timeout=self.config.connect_timeout_seconds)
+
+    def _run(self, what: str, fn: Callable[[Any], Any]) -> Any:
+        try:
+            with self._conn() as con:
+                return fn(con)
+        except psycopg.OperationalError as e:
+            raise StoreUnavailableError(f"PostgreSQL unreachable while {what}: {e}") from e
+        except Exception as e:
+            if type(e).__module__.startswith("psycopg_pool"):
+                raise StoreUnavailableError(f"PostgreSQL unreachable while {what}: {e}") from e
+            if isinstance(e, psycopg.Error):
+                raise BackendError(f"PostgreSQL failed while {what}: {e}") from e
+            raise
+
+    def _table(self, view: FeatureView) -> Any:
+        return sql.Identifier(self.config.db_schema, f"{self.project}_{view.name}")
+
+    def ping(self) -> None:
+        self._run("pinging", lambda con: con.execute("SELECT 1").fetchall())
+
+    def close(self) -> None:
+        if self._opened:
+            self.pool.close()
+            self._opened = False
+
+    # -- schema --------------------------------------------------------------------------
+    def _columns(self, view: FeatureView) -> list[tuple[str, str]]:
+        cols = [(f.name, _pg_type(f.dtype)) for f in view.entity_columns]
+        cols += [("__event_ts", "BIGINT"), ("__created_ts", "BIGINT")]
+        return cols + [(f.name, _pg_type(f.dtype)) for f in view.features]
+
+    def prepare(self, keep: Sequence[FeatureView], delete: Sequence[FeatureView]) -> None:
+        def run(con: Any) -> None:
+            con.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(self.config.db_schema)))
+            for view in delete:
+                con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(view)))
+            for view in keep:
+                cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
+                                          for n, t in self._columns(view))
+                keys = sql.SQL(", ").join(sql.Identifier(f.name) for f in view.entity_columns)
+                con.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))")
+                            .format(self._table(view), cols, keys))
+                for n, t in self._columns(view):  # features added since: new columns
+                    con.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}")
+                                .format(self._table(view), sql.Identifier(n), sql.SQL(t)))
+        self._run("preparing tables", run)
+        self._queries.clear()
+
+    def teardown(self, views: Sequence[FeatureView]) -> None:
+        def run(con: Any) -> None:
+            for view in views:
+                con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(view)))
+        self._run("dropping tables", run)
+        self._queries.clear()
+
+    # -- writes --------------------------------------------------------------------------
+    def write(self, view: FeatureView, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        names = batch.schema.names
+        dtypes = {f.name: f.dtype for f in list(view.schema) + list(view.entity_columns)}
+        columns = []
+        for i, n in enumerate(names):
+            values = python_values(batch.column(i))
+            if isinstance(dtypes.get(n), Array):
+                values = [None if v is None else json.dumps(v) for v in values]
+            columns.append(values)
+        keys = [f.name for f in view.entity_columns]
+        table = self._table(view)
+        ident = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        key_ids = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
+        updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
+                                     for n in names if n not in keys)
+        # One row per key from the batch (newest first), then keep it only if newer than
+        # what is stored: an older event never overwrites a newer one.
+        upsert = sql.SQL(
+            "INSERT INTO {t} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM __stage "
+            "ORDER BY {keys}, __event_ts DESC, __created_ts DESC NULLS LAST "
+            "ON CONFLICT ({keys}) DO UPDATE SET {updates} "
+            "WHERE EXCLUDED.__event_ts > {t}.__event_ts OR (EXCLUDED.__event_ts = "
+            "{t}.__event_ts AND COALESCE(EXCLUDED.__created_ts, 0) >= "
+            "COALESCE({t}.__created_ts, 0))").format(t=table, cols=ident, keys=key_ids,
+                                                     updates=updates)
+
+        def run(con: Any) -> None:
+            with con.transaction():
+                con.execute(sql.SQL("CREATE TEMP TABLE __stage (LIKE {}) ON COMMIT DROP")
+                            .format(table))
+                with con.cursor().copy(sql.SQL("COPY __stage ({}) FROM STDIN").format(ident)
+                                       ) as copy:
+                    for row in zip(*columns):
+                        copy.write_row(row)
+                con.execute(upsert)
+        self._run(f"writing {view.name!r}", run)
+
+    # -- reads ---------------------------------------------------------------------------
+    def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
+             ) -> ReadResult:
+        nkeys = len(view.entity_columns)
+        cache_key = (view.name, tuple(features))
+        prepared = self._queries.get(cache_key)
+        if prepared is None:
+            by_name = {f.name: f for f in view.features}
+            decoders = [(i, d) for i, n in enumerate(features)
+                        if (d := _decoder(by_name[n].dtype)) is not None]
+            key_ids = [sql.Identifier(f.name) for f in view.entity_columns]
+            cols = sql.SQL(", ").join(key_ids + [sql.Identifier("__event_ts")]
+                                      + [sql.Identifier(n) for n in features])
+            arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(
+                _pg_type(f.dtype))) for f in view.entity_columns)
+            query = sql.SQL("SELECT {} FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))").format(
+                cols, self._table(view), sql.SQL(", ").join(key_ids), arrays)
+            prepared = self._queries[cache_key] = (query, decoders)
+        query, decoders = prepared
+        params = [list(col) for col in zip(*keys)]
+
+        def run(con: Any) -> list[tuple]:
+            try:
+                return con.execute(query, params, prepare=True).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []  # never materialized here: every key is NOT_FOUND
+        out: ReadResult = {}
+        for row in self._run(f"reading {view.name!r}", run):
+            values = list(row[nkeys + 1:])
+            for i, dec in decoders:
+                if values[i] is not None:
+                    values[i] = dec(values[i])
+            out[row[:nkeys]] = (row[nkeys], values)
+        return out
