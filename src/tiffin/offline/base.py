@@ -147,7 +147,16 @@ def to_arrow_table(data: Any, what: str = "entity_df") -> pa.Table:
                                hint="pass a DataFrame, an Arrow table or a Parquet path")
         return pq.read_table(data)
     if isinstance(data, dict):
-        return pa.table(data)
+        lengths = {k: len(v) if isinstance(v, (list, tuple)) else None for k, v in data.items()}
+        if any(n is None for n in lengths.values()):
+            raise RequestError(f"{what}: every column must be a list of values")
+        if len(set(lengths.values())) > 1:
+            raise RequestError(f"{what}: columns have different lengths: {lengths}")
+        try:
+            return pa.table(data)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+                OverflowError) as e:
+            raise RequestError(f"{what}: {str(e).splitlines()[0]}") from None
     module = type(data).__module__.split(".")[0]
     if module == "pandas":
         return pa.Table.from_pandas(data, preserve_index=False)
