@@ -16,7 +16,6 @@ from tiffin.definitions import FeatureService, FeatureView, Field
 from tiffin.errors import (
     FeatureNameCollisionError,
     FeatureNotFoundError,
-    FeatureServiceNotFoundError,
     FeatureViewNotFoundError,
     RequestError,
     did_you_mean,
@@ -84,8 +83,7 @@ def _parse_ref(ref: str) -> tuple[str, str]:
 
 
 def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
-                  full_feature_names: bool = False,
-                  reserved_names: Sequence[str] = ()) -> FeaturePlan:
+                  full_feature_names: bool = False) -> FeaturePlan:
     """Resolve references against a registry snapshot; raise clear errors for bad ones."""
     if isinstance(features, str) and ":" not in features:
         features = snapshot.get("feature_services", features)
@@ -175,7 +173,7 @@ def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
         raise FeatureNameCollisionError(
             f"feature name(s) {sorted(clashes)} come from more than one feature view",
             hint="pass full_feature_names=True to name them view__feature")
-    reserved = set(reserved_names) | {c for r in requests.values() for c in r.entity_columns}
+    reserved = {c for r in requests.values() for c in r.entity_columns}
     clashes = {n for n in output_names if n in reserved}
     if clashes:
         raise FeatureNameCollisionError(
@@ -184,4 +182,4 @@ def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
     return FeaturePlan(list(requests.values()), output_names, list(odfvs.values()))
 
 
-__all__ = ["ViewRequest", "FeaturePlan", "plan_features", "FeatureServiceNotFoundError"]
+__all__ = ["ViewRequest", "OdfvRequest", "FeaturePlan", "plan_features"]

@@ -47,8 +47,8 @@ def _cast(table: pa.Table, name: str, target: pa.DataType, what: str) -> pa.Chun
         return col
     try:
         if pa.types.is_timestamp(target):
-            from tiffin.offline.base import _to_utc
-            col = _to_utc(col, name)
+            from tiffin.offline.base import utc_timestamps
+            col = utc_timestamps(col, name)
             return col if target.tz else pc.cast(col, pa.timestamp(target.unit), safe=False)
         return pc.cast(col, target)  # safe: 1.5 -> int fails instead of truncating
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as e:

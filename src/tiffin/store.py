@@ -137,11 +137,11 @@ class FeatureStore:
     def _sync_infra(self, diff: Diff) -> None:
         if self.config.online_store is None:
             return
-        snap = self.registry.snapshot()
-        keep = [v for v in snap.list("feature_views") if v.online]
+        views = self.registry.snapshot().list("feature_views")
+        keep = [v for v in views if v.online]
         dropped = [FeatureView.from_dict(c.old) for c in diff.of("delete", "feature_views")
                    if c.old]
-        dropped += [v for v in snap.list("feature_views") if not v.online]
+        dropped += [v for v in views if not v.online]
         self.online_store.prepare(keep, dropped)
 
     def teardown(self) -> None:

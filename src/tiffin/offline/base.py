@@ -166,7 +166,7 @@ def to_arrow_table(data: Any, what: str = "entity_df") -> pa.Table:
                        f"got {type(data).__name__}")
 
 
-def _to_utc(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+def utc_timestamps(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
     t = col.type
     # Arrow stores instants as UTC epoch values, so a naive column (UTC, as in Feast) and a
     # zoned one both become timestamp[us, UTC] by a plain cast; ns precision is truncated.
@@ -223,7 +223,7 @@ def prepare_entity(data: Any, plan: FeaturePlan) -> tuple[pa.Table, str]:
                 raise EntityDataFrameError(
                     f"entity_df has no column {key!r}, the join key of feature view "
                     f"{v.name!r}", hint=did_you_mean(key, names) or f"columns are {names}")
-    ts = _to_utc(table.column(ts_col), ts_col)
+    ts = utc_timestamps(table.column(ts_col), ts_col)
     table = table.set_column(names.index(ts_col), ts_col, ts)
     table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
     table = table.append_column(ENTITY_TS, ts.cast(pa.timestamp("us")))

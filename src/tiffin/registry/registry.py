@@ -205,9 +205,6 @@ class Registry:
              ) -> list[Any]:
         return self.snapshot(allow_cache).list(kind, tags)
 
-    def exists(self) -> bool:
-        return self.store.read()[0] is not None
-
     # -- writes --------------------------------------------------------------------------
     def _update(self, mutate: Callable[[dict[str, Any]], Any], retries: int = 50) -> Any:
         """Read-modify-write with optimistic concurrency: retry when another writer won."""

@@ -8,6 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from tiffin.store import to_utc
+
 # Sub-millisecond buckets: the interesting part of an online read is well under 10 ms.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
            5.0)
@@ -53,7 +55,6 @@ class Metrics:
             if view.source.name != source:
                 continue
             stamps = df.get(view.source.batch.timestamp_field) or []
-            from tiffin.store import to_utc
             newest = max((to_utc(t).timestamp() for t in stamps if t is not None), default=None)
             if newest is not None:
                 self._saw(view.name, newest)

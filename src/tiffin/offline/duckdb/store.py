@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -68,7 +67,6 @@ class DuckDBOfflineStore(OfflineStore):
     def __init__(self, config: DuckDBOfflineStoreConfig, repo_config: RepoConfig):
         super().__init__(config, repo_config)
         self._schemas: dict[tuple[str, float], pa.Schema] = {}
-        self._lock = threading.Lock()
 
     # -- connections ---------------------------------------------------------------------
     def connect(self) -> duckdb.DuckDBPyConnection:
@@ -230,12 +228,12 @@ class DuckDBOfflineStore(OfflineStore):
                 run(con)
                 con.execute(f"COPY ({sql}) TO {_sql_string(path)} (FORMAT parquet)")
 
-        lo, hi = entity_time_range(entity)
         return RetrievalJob(reader, persist=persist, sql=sql,
                             full_feature_names=full_feature_names,
                             metadata={"features": plan.view_outputs,
                                       "keys": plan.entity_columns,
-                                      "min_event_timestamp": lo, "max_event_timestamp": hi})
+                                      "min_event_timestamp": join.min_ts,
+                                      "max_event_timestamp": join.max_ts})
 
     def _fits_in_memory(self, plan: FeaturePlan) -> bool:
         """Whether every source is small enough (by its Parquet metadata) to merge in memory."""
