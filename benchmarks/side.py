@@ -77,10 +77,53 @@ def _version(mod_name: str) -> str:
             return "n/a"
 
 
-def write_repo(repo: str) -> None:
+def write_repo(repo: str, online_store: str = "sqlite") -> None:
+    """``online_store``: ``sqlite`` or ``redis:<connection string>``."""
     os.makedirs(os.path.join(repo, "data"), exist_ok=True)
+    text = FEATURE_STORE_YAML
+    if online_store.startswith("redis:"):
+        text = text.replace(
+            "  type: sqlite\n  path: data/online.db\n",
+            f'  type: redis\n  connection_string: "{online_store[len("redis:") :]}"\n',
+        )
     with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
-        f.write(FEATURE_STORE_YAML)
+        f.write(text)
+
+
+def push_definitions(lib, repo: str, driver) -> list:
+    """A push source and its view (driver_live), for the feature-server benchmark's push phase.
+
+    Its batch source is a one-row Parquet file in the repo, so materialize has nearly
+    nothing to load from it; pushes go to the online store only.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = importlib.import_module(lib.__name__ + ".types")
+    path = os.path.join(repo, "data", "driver_live.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "driver_id": pa.array([0], pa.int64()),
+                "event_timestamp": pa.array(
+                    [datetime(2026, 1, 1, tzinfo=timezone.utc)], pa.timestamp("us", "UTC")
+                ),
+                "conv_rate": pa.array([0.0], pa.float32()),
+            }
+        ),
+        path,
+    )
+    batch = lib.FileSource(name="driver_live_source", path=path, timestamp_field="event_timestamp")
+    push = lib.PushSource(name="driver_push", batch_source=batch)
+    view = lib.FeatureView(
+        name="driver_live",
+        entities=[driver],
+        ttl=timedelta(days=1),
+        schema=[lib.Field(name="driver_id", dtype=t.Int64), lib.Field(name="conv_rate", dtype=t.Float32)],
+        online=True,
+        source=push,
+    )
+    return [batch, push, view]
 
 
 def definitions(lib, data_dir: str) -> list:
@@ -146,9 +189,13 @@ def _meta(data_dir: str) -> dict:
         return json.load(f)
 
 
-def phase_apply(lib, store_cls, repo: str, data_dir: str, res: dict) -> None:
-    write_repo(repo)
+def phase_apply(
+    lib, store_cls, repo: str, data_dir: str, res: dict, online_store: str = "sqlite", push: bool = False
+) -> None:
+    write_repo(repo, online_store)
     objs = definitions(lib, data_dir)
+    if push:
+        objs += push_definitions(lib, repo, objs[0])
     t0 = time.perf_counter()
     store = store_cls(repo_path=repo)
     t1 = time.perf_counter()
@@ -280,6 +327,10 @@ def main() -> int:
     ap.add_argument("--online-calls-1", type=int, default=3000)
     ap.add_argument("--online-calls-100", type=int, default=500)
     ap.add_argument("--online-warmup", type=int, default=200)
+    ap.add_argument(
+        "--online-store", default="sqlite", help="apply only: sqlite or redis:<connection string>"
+    )
+    ap.add_argument("--push", action="store_true", help="apply only: add the push source and its view")
     a = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -299,7 +350,7 @@ def main() -> int:
         store_cls = lib.FeatureStore
         repo = os.path.abspath(a.repo)
         if a.phase == "apply":
-            phase_apply(lib, store_cls, repo, a.data, res)
+            phase_apply(lib, store_cls, repo, a.data, res, a.online_store, a.push)
         elif a.phase == "historical":
             phase_historical(lib, store_cls, repo, a.data, res, a.out)
         elif a.phase == "materialize":

@@ -1,4 +1,4 @@
-"""The online-store interface: five methods, no response shaping, no ttl logic.
+"""The online-store interface: four abstract methods, no response shaping, no ttl logic.
 
 A store keeps, per feature view and entity key, the newest row it was given:
 its feature values and event timestamp. ``write`` must be monotonic: a row
@@ -59,6 +59,15 @@ class OnlineStore(ABC):
     @abstractmethod
     def teardown(self, views: Sequence[FeatureView]) -> None:
         """Remove all storage for ``views``."""
+
+    def read_many(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
+                  ) -> list[ReadResult]:
+        """``read`` for several (view, keys, features) at once, results in the same order.
+
+        Stores whose protocol can batch across views (Redis) override this so an online
+        request costs one round trip however many views it touches.
+        """
+        return [self.read(view, keys, features) for view, keys, features in reads]
 
     def ping(self) -> None:
         """Raise if the store cannot be reached (health checks)."""

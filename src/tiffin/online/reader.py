@@ -76,6 +76,13 @@ class OnlineResponse:
                     NULL_VALUE if h[1][i] is None else PRESENT for h in hits]
         return self._statuses
 
+    def status_names(self, name: str) -> list[str]:
+        """``statuses[name]`` as names ("PRESENT", ...), built directly, for JSON answers."""
+        hits, i, cutoff = self._hits[name]
+        return ["NOT_FOUND" if h is None else
+                "OUTSIDE_MAX_AGE" if cutoff is not None and h[0] < cutoff else
+                "NULL_VALUE" if h[1][i] is None else "PRESENT" for h in hits]
+
     def _event_ts(self, name: str) -> list[int | None]:
         return [None if h is None else h[0] for h in self._hits[name][0]]
 
@@ -224,6 +231,9 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
     now_us = int((time.time() if now is None else now) * 1_000_000)
 
     by_output: dict[str, tuple[list[Any], tuple[list[Any], int, int | None], FeastType]] = {}
+    # First the keys of every view, then one read_many for all of them, so a store that
+    # can (Redis) answers the whole request in one round trip.
+    per_view, reads = [], []
     for view, key_names, names, absent, ttl_us, outputs in rp.views:
         key_cols = [cols[c] for c in key_names]
         keys = list(zip(*key_cols)) if len(key_cols) > 1 else [(k,) for k in key_cols[0]]
@@ -233,12 +243,18 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
             unique = list(dict.fromkeys(keys))
             if any(None in c for c in key_cols):  # a null key matches nothing
                 unique = [k for k in unique if None not in k]
-        if len(unique) <= MAX_KEYS_PER_READ:
-            found = store.read(view, unique, names) if unique else {}
+        first = len(reads)
+        for start in range(0, len(unique), MAX_KEYS_PER_READ):
+            reads.append((view, unique[start:start + MAX_KEYS_PER_READ], names))
+        per_view.append((keys, first, len(reads), absent, ttl_us, outputs, len(names)))
+    results = store.read_many(reads) if reads else []
+    for keys, first, last, absent, ttl_us, outputs, n_names in per_view:
+        if last - first == 1:
+            found = results[first]
         else:
             found = {}
-            for start in range(0, len(unique), MAX_KEYS_PER_READ):
-                found.update(store.read(view, unique[start:start + MAX_KEYS_PER_READ], names))
+            for part in results[first:last]:
+                found.update(part)
         hits = [found.get(k) for k in keys]
         cutoff = now_us - ttl_us if ttl_us else None
         # Rows whose event time is older than the ttl read as absent values.
@@ -247,7 +263,7 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
         else:
             live = [absent if h is None or h[0] < cutoff else h[1] for h in hits]
         # Transpose rows into feature columns in one C-level pass.
-        columns = list(zip(*live)) if live else [()] * len(names)
+        columns = list(zip(*live)) if live else [()] * n_names
         for i, (out, dtype) in enumerate(outputs):
             by_output[out] = (list(columns[i]), (hits, i, cutoff), dtype)
     if plan.odfvs:

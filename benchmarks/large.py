@@ -1,0 +1,485 @@
+"""Large-scale run: bounded memory on one machine, tiffin beside Feast 0.67.
+
+    .venv/bin/python benchmarks/large.py [--drivers 100000] [--hours 1000] \
+        [--entity-rows 5000000] [--libs tiffin,feast] [--feast-timeout 1800]
+
+run.py calls this for its ``large`` phase; alone it writes benchmarks/results/large.json
+and large.md.
+
+Workload: one hourly driver source of ``drivers x hours`` rows (100M by default:
+100,000 drivers x 1,000 hours, ~2% of rows missing), written as one Parquet file per
+100 hours, and an entity frame of 5M rows with random drivers and times. One feature
+view (5 features, ttl 2 h).
+
+Phases, each in a fresh child process with the same feature repo layout as side.py
+(duckdb offline store with its defaults, sqlite online store):
+
+* historical: ``get_historical_features(entity_df, 5 features)``, the result written
+  to Parquet: tiffin streams it with ``RetrievalJob.persist``; Feast has no streaming
+  path (its ``persist`` needs a saved-dataset storage and goes through a DataFrame),
+  so it is ``to_df()`` then ``to_parquet``;
+* materialize: the whole source into SQLite (tiffin with its CLI progress reporting).
+
+The parent samples the child's process-tree RSS every 0.2 s: the peak reported is
+the larger of that and the child's own VmHWM. A child is stopped when its tree
+passes ``--memory-cap`` (default 16 GiB, so the machine stays usable) or the time
+limit; the report says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+GEN_VERSION = 1
+SEED = 424242
+DRIVER_ID_BASE = 1_000
+HOURS_PER_FILE = 100
+US_PER_HOUR = 3_600_000_000
+FEATURES = [
+    "driver_stats:conv_rate",
+    "driver_stats:acc_rate",
+    "driver_stats:avg_daily_trips",
+    "driver_stats:rating",
+    "driver_stats:city",
+]
+
+FEATURE_STORE_YAML = """\
+project: large
+registry: data/registry.db
+provider: local
+online_store:
+  type: sqlite
+  path: data/online.db
+offline_store:
+  type: duckdb
+entity_key_serialization_version: 3
+"""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def generate(data_dir: str, drivers: int, hours: int, entity_rows: int) -> dict:
+    """Write (or reuse) the large source and entity frame; numpy and pyarrow only."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    want = {
+        "gen_version": GEN_VERSION,
+        "seed": SEED,
+        "drivers": drivers,
+        "hours": hours,
+        "entity_rows": entity_rows,
+    }
+    meta_path = os.path.join(data_dir, "meta.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if all(meta.get(k) == v for k, v in want.items()):
+            return meta | {"reused": True}
+    shutil.rmtree(data_dir, ignore_errors=True)
+    src_dir = os.path.join(data_dir, "drivers")
+    os.makedirs(src_dir)
+    rng = np.random.default_rng(SEED)
+    # Fixed in time: the large run checks memory and speed, not ttl on online reads.
+    start = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()) * 1_000_000
+    cities = np.array(
+        [
+            "Amsterdam",
+            "Berlin",
+            "Chennai",
+            "Delhi",
+            "Lagos",
+            "Lima",
+            "Lisbon",
+            "Madrid",
+            "Mumbai",
+            "Oslo",
+            "Paris",
+            "Seoul",
+            "Tokyo",
+        ],
+        dtype=object,
+    )
+    ts_type = pa.timestamp("us", tz="UTC")
+    rows = 0
+    for first in range(0, hours, HOURS_PER_FILE):
+        n_hours = min(HOURS_PER_FILE, hours - first)
+        path = os.path.join(src_dir, f"part-{first // HOURS_PER_FILE:04d}.parquet")
+        with pq.ParquetWriter(
+            path,
+            pa.schema(
+                [
+                    ("driver_id", pa.int64()),
+                    ("event_timestamp", ts_type),
+                    ("created", ts_type),
+                    ("conv_rate", pa.float32()),
+                    ("acc_rate", pa.float32()),
+                    ("avg_daily_trips", pa.int64()),
+                    ("rating", pa.float64()),
+                    ("city", pa.string()),
+                ]
+            ),
+        ) as w:
+            for h in range(first, first + n_hours):
+                keep = np.flatnonzero(rng.random(drivers) >= 0.02)
+                n = keep.size
+                event = np.full(n, start + h * US_PER_HOUR, dtype=np.int64)
+                created = event + rng.integers(0, 3_600, n) * 1_000_000
+                w.write_table(
+                    pa.table(
+                        {
+                            "driver_id": pa.array(DRIVER_ID_BASE + keep, pa.int64()),
+                            "event_timestamp": pa.array(event, pa.int64()).cast(ts_type),
+                            "created": pa.array(created, pa.int64()).cast(ts_type),
+                            "conv_rate": pa.array(rng.random(n, dtype=np.float32)),
+                            "acc_rate": pa.array(rng.random(n, dtype=np.float32)),
+                            "avg_daily_trips": pa.array(rng.integers(0, 1_000, n), pa.int64()),
+                            "rating": pa.array(np.round(rng.uniform(1.0, 5.0, n), 3)),
+                            "city": pa.array(cities[rng.integers(0, cities.size, n)], pa.string()),
+                        }
+                    ),
+                    row_group_size=1_000_000,
+                )
+                rows += n
+    ts = start + rng.integers(0, hours * US_PER_HOUR, entity_rows)
+    pq.write_table(
+        pa.table(
+            {
+                "row_id": pa.array(np.arange(entity_rows, dtype=np.int64)),
+                "driver_id": pa.array(DRIVER_ID_BASE + rng.integers(0, drivers, entity_rows), pa.int64()),
+                "event_timestamp": pa.array(ts, pa.int64()).cast(ts_type),
+            }
+        ),
+        os.path.join(data_dir, "entity_df.parquet"),
+        row_group_size=1_000_000,
+    )
+    meta = want | {
+        "source_rows": rows,
+        "min_ts": datetime.fromtimestamp(start / 1e6, timezone.utc).isoformat(),
+        "max_ts": datetime.fromtimestamp((start + (hours - 1) * US_PER_HOUR) / 1e6, timezone.utc).isoformat(),
+    }
+    with open(meta_path, "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta | {"reused": False}
+
+
+# --------------------------------------------------------------------------- child
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def child(lib_name: str, phase: str, repo: str, data: str, out: str) -> int:
+    import importlib
+    import traceback
+
+    res: dict = {"lib": lib_name, "phase": phase, "ok": False}
+    try:
+        lib = importlib.import_module(lib_name)
+        t = importlib.import_module(lib_name + ".types")
+        with open(os.path.join(data, "meta.json")) as f:
+            meta = json.load(f)
+        if phase == "apply":
+            os.makedirs(os.path.join(repo, "data"), exist_ok=True)
+            with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
+                f.write(FEATURE_STORE_YAML)
+        store = lib.FeatureStore(repo_path=repo)
+        if phase == "apply":
+            driver = lib.Entity(name="driver", join_keys=["driver_id"], value_type=lib.ValueType.INT64)
+            src = lib.FileSource(
+                name="drivers",
+                path=os.path.join(data, "drivers"),
+                timestamp_field="event_timestamp",
+                created_timestamp_column="created",
+            )
+            view = lib.FeatureView(
+                name="driver_stats",
+                entities=[driver],
+                ttl=timedelta(hours=2),
+                schema=[
+                    lib.Field(name="driver_id", dtype=t.Int64),
+                    lib.Field(name="conv_rate", dtype=t.Float32),
+                    lib.Field(name="acc_rate", dtype=t.Float32),
+                    lib.Field(name="avg_daily_trips", dtype=t.Int64),
+                    lib.Field(name="rating", dtype=t.Float64),
+                    lib.Field(name="city", dtype=t.String),
+                ],
+                source=src,
+                online=True,
+            )
+            t0 = time.perf_counter()
+            store.apply([driver, src, view])
+            res["seconds"] = time.perf_counter() - t0
+        elif phase == "historical":
+            out_path = os.path.join(repo, f"training-{lib_name}.parquet")
+            if os.path.exists(out_path):
+                os.remove(out_path)
+            t0 = time.perf_counter()
+            if lib_name == "tiffin":
+                # The entity frame goes in as a path-free Arrow table read here, like a user's.
+                import pyarrow.parquet as pq
+
+                entity = pq.read_table(os.path.join(data, "entity_df.parquet"))
+                job = store.get_historical_features(entity_df=entity, features=FEATURES)
+                job.persist(out_path)
+            else:
+                import pandas as pd
+
+                entity = pd.read_parquet(os.path.join(data, "entity_df.parquet"))
+                df = store.get_historical_features(entity_df=entity, features=FEATURES).to_df()
+                df.to_parquet(out_path, index=False)
+            res["seconds"] = time.perf_counter() - t0
+            import pyarrow.parquet as pq
+
+            res["result_rows"] = pq.ParquetFile(out_path).metadata.num_rows
+            res["result_parquet"] = out_path
+        elif phase == "materialize":
+            start = datetime.fromisoformat(meta["min_ts"]) - timedelta(seconds=1)
+            end = datetime.fromisoformat(meta["max_ts"]) + timedelta(seconds=1)
+            t0 = time.perf_counter()
+            if lib_name == "tiffin":
+                done = [0]
+
+                def progress(view: str, n: int) -> None:  # what the CLI's progress bar gets
+                    done[0] += n
+
+                store.materialize(start, end, progress=progress)
+                res["progress_rows"] = done[0]
+            else:
+                store.materialize(start_date=start, end_date=end)
+            res["seconds"] = time.perf_counter() - t0
+            res["source_rows"] = meta["source_rows"]
+            res["rows_per_second"] = meta["source_rows"] / res["seconds"]
+        res["ok"] = True
+    except BaseException as e:  # report it; the parent prints it
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()
+    res["vm_hwm_kib"] = _status_kib("VmHWM")
+    with open(out, "w") as f:
+        json.dump(res, f, indent=2, default=str)
+    return 0 if res["ok"] else 1
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def tree_rss_kib(pid: int) -> int:
+    from serve import tree_rss_kib as rss
+
+    return rss(pid)
+
+
+def run_child(
+    python: str,
+    env: dict,
+    lib: str,
+    phase: str,
+    repo: str,
+    data: str,
+    work: str,
+    timeout_s: float,
+    cap_kib: int,
+) -> dict:
+    out = os.path.join(work, f"{lib}-{phase}.json")
+    log = os.path.join(work, f"{lib}-{phase}.log")
+    if os.path.exists(out):
+        os.remove(out)
+    cmd = [python, os.path.abspath(__file__), "--child", lib, phase, repo, data, out]
+    peak, stopped = 0, None
+    with open(log, "w") as lf:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
+        while proc.poll() is None:
+            peak = max(peak, tree_rss_kib(proc.pid))
+            if peak > cap_kib:
+                stopped = f"stopped: memory passed the {cap_kib / 1048576:.0f} GiB cap"
+            elif time.perf_counter() - t0 > timeout_s:
+                stopped = f"stopped: no result after {timeout_s:.0f} s"
+            if stopped:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.2)
+        wall = time.perf_counter() - t0
+    res: dict = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            res = json.load(f)
+    res.setdefault("ok", False)
+    if stopped:
+        res["ok"], res["error"] = False, stopped
+    elif not res.get("ok") and "error" not in res:
+        with open(log) as f:
+            res["error"] = f"child exited with {proc.returncode}: {f.read()[-2000:]}"
+    res["peak_rss_mib"] = max(peak, res.get("vm_hwm_kib", 0)) / 1024
+    res["wall_seconds"] = wall
+    res["log"] = os.path.relpath(log, ROOT)
+    return res
+
+
+def compare(paths: dict[str, str]) -> dict:
+    """Both training sets, row by row (aligned by row_id), values compared exactly."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '3GB'")
+    a, b = paths["tiffin"], paths["feast"]
+    cols = ["conv_rate", "acc_rate", "avg_daily_trips", "rating", "city"]
+    diff = " OR ".join(f"(t.{c} IS DISTINCT FROM f.{c})" for c in cols)
+    n_t, n_f = (con.execute(f"SELECT count(*) FROM '{p}'").fetchone()[0] for p in (a, b))
+    bad = con.execute(
+        f"SELECT count(*) FROM '{a}' t FULL JOIN '{b}' f USING (row_id) "
+        f"WHERE {diff} OR t.row_id IS NULL OR f.row_id IS NULL"
+    ).fetchone()[0]
+    return {"rows": {"tiffin": n_t, "feast": n_f}, "mismatching_rows": bad, "exact": bad == 0 and n_t == n_f}
+
+
+def run(
+    pythons: dict,
+    envs: dict,
+    libs: list[str],
+    work: str,
+    data: str,
+    meta: dict,
+    timeout_s: float,
+    feast_timeout_s: float,
+    cap_gib: float,
+    phases: tuple[str, ...] = ("historical", "materialize"),
+) -> dict:
+    report: dict = {"data": {k: v for k, v in meta.items() if k != "reused"}, "results": {}}
+    for lib in libs:
+        repo = os.path.join(work, lib)
+        shutil.rmtree(repo, ignore_errors=True)
+        os.makedirs(repo)
+        report["results"][lib] = {}
+        for phase in ("apply", *phases):
+            limit = feast_timeout_s if lib == "feast" else timeout_s
+            print(f"[{datetime.now():%H:%M:%S}] large {lib:6s} {phase} ...", end=" ", flush=True)
+            r = run_child(
+                pythons[lib], envs[lib], lib, phase, repo, data, work, limit, int(cap_gib * 1048576)
+            )
+            report["results"][lib][phase] = r
+            if r.get("ok"):
+                print(f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB", flush=True)
+            else:
+                print(
+                    f"FAILED ({r.get('error', '')[:300]}), peak RSS {r['peak_rss_mib']:,.0f} MiB", flush=True
+                )
+                if phase == "apply":
+                    break
+    hist = {lib: report["results"].get(lib, {}).get("historical", {}) for lib in ("tiffin", "feast")}
+    if all(h.get("ok") for h in hist.values()):
+        report["exactness"] = compare({lib: h["result_parquet"] for lib, h in hist.items()})
+    return report
+
+
+def render_md(report: dict) -> str:
+    d = report["data"]
+    lines = [
+        f"Large run: {d['source_rows']:,} source rows ({d['drivers']:,} drivers x {d['hours']:,} hours), "
+        f"{d['entity_rows']:,} entity rows.",
+        "",
+        "| phase | tiffin s | tiffin peak RSS MiB | Feast s | Feast peak RSS MiB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for phase in ("historical", "materialize"):
+        cells = []
+        for lib in ("tiffin", "feast"):
+            r = report["results"].get(lib, {}).get(phase)
+            if r is None:
+                cells += ["-", "-"]
+            elif r.get("ok"):
+                cells += [f"{r['seconds']:.1f}", f"{r['peak_rss_mib']:,.0f}"]
+            else:
+                cells += [r.get("error", "FAILED").split("\n")[0][:80], f"{r['peak_rss_mib']:,.0f}"]
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    for lib in ("tiffin", "feast"):
+        r = report["results"].get(lib, {}).get("materialize")
+        if r and r.get("ok"):
+            lines.append(f"- materialize {lib}: {r['rows_per_second']:,.0f} source rows/s")
+    ex = report.get("exactness")
+    if ex:
+        lines.append(
+            f"- training sets: {ex['mismatching_rows']} mismatching rows of {ex['rows']['tiffin']:,}"
+            f" ({'exact' if ex['exact'] else 'NOT exact'})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child(*sys.argv[2:7])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--drivers", type=int, default=100_000)
+    ap.add_argument("--hours", type=int, default=1_000)
+    ap.add_argument("--entity-rows", type=int, default=5_000_000)
+    ap.add_argument("--libs", default="tiffin,feast")
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--feast-timeout", type=float, default=1800)
+    ap.add_argument("--memory-cap", type=float, default=16, help="GiB")
+    ap.add_argument("--phases", default="historical,materialize")
+    ap.add_argument("--work", default=os.path.join(HERE, ".work"))
+    ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    a = ap.parse_args()
+    import run as runner
+
+    tag = f"large-{a.drivers}x{a.hours}-{a.entity_rows}"
+    data = os.path.join(HERE, ".data", tag)
+    t0 = time.perf_counter()
+    meta = generate(data, a.drivers, a.hours, a.entity_rows)
+    print(f"data: {data} ({'reused' if meta['reused'] else 'generated'} in {time.perf_counter() - t0:.0f} s)")
+    libs = [x for x in a.libs.split(",") if x]
+    pythons = {
+        "tiffin": os.path.join(ROOT, ".venv", "bin", "python"),
+        "feast": os.path.join(ROOT, ".venv-feast", "bin", "python"),
+    }
+    pycache = os.path.join(os.path.abspath(a.work), "pycache")
+    envs = {lib: runner.child_env(pycache) for lib in libs}
+    work = os.path.join(os.path.abspath(a.work), tag)
+    os.makedirs(work, exist_ok=True)
+    report = run(
+        pythons,
+        envs,
+        libs,
+        work,
+        data,
+        meta,
+        a.timeout,
+        a.feast_timeout,
+        a.memory_cap,
+        tuple(x for x in a.phases.split(",") if x),
+    )
+    report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    os.makedirs(a.results, exist_ok=True)
+    with open(os.path.join(a.results, "large.json"), "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    md = render_md(report)
+    with open(os.path.join(a.results, "large.md"), "w") as f:
+        f.write(f"# Large-scale run ({report['date']})\n\n{md}")
+    print("\n" + md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

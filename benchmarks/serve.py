@@ -1,0 +1,663 @@
+"""Feature-server benchmark: `tiffin serve` beside `feast serve`, same workload, same run.
+
+    .venv/bin/python benchmarks/serve.py [--scale 1.0] [--stores sqlite,redis] \
+        [--duration 30] [--soak 600] [--workers 2]
+
+run.py calls this for its ``serve`` phase (part of ``all``); alone it writes
+benchmarks/results/serve.json and serve.md.
+
+For each online store, each side gets its own feature repo: the benchmark's
+definitions (side.py) plus a push source and its view, then ``apply`` and a full
+``materialize`` of the workload, each in a fresh child process. Then, one side at a
+time, its server starts with the same number of workers and is measured over
+loopback:
+
+* **probe**: the same 1-entity and 100-entity requests to both servers; answers are
+  compared value by value (a value older than the view's ttl is null in tiffin and
+  returned by Feast, so those are counted apart);
+* **load**: wrk (closed loop, 16 connections, 1 thread so that the load generator
+  takes one core at most) for ``--duration`` seconds per request shape, cycling
+  through 1,000 (1-entity) or 200 (100-entity) pre-built bodies of 8 features from
+  2 views; requests/s, latency percentiles, non-2xx responses and socket errors;
+* **push -> read**: push one new row over HTTP (``to: online``), then read it back
+  over HTTP until it shows; the time from the push's response to the first read
+  response that has the value (so one read latency at least), 200 times;
+* server memory: the RSS of the server's whole process tree after the load.
+
+``--soak S`` then loads tiffin's SQLite server for S seconds at 16 connections, in
+60-second wrk windows, recording per window requests/s, p99, errors and the RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import gen_data  # noqa: E402
+import run as runner  # noqa: E402
+from side import FEATURES  # noqa: E402
+
+LIBS = ["tiffin", "feast"]
+LABEL = {"tiffin": "tiffin", "feast": "Feast"}
+REDIS_DB = {"tiffin": 3, "feast": 4}  # one database per side, flushed before its apply
+SHAPES = {"1": (1, 1000), "100": (100, 200)}  # entities per request, distinct bodies
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of ``pid`` and all its descendants (gunicorn/uvicorn workers), in KiB."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def request_bodies(meta: dict, n_entities: int, count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    n_drv, n_cus = meta["drivers"], meta["customers"]
+    out = []
+    for _ in range(count):
+        drivers = [gen_data.DRIVER_ID_BASE + rng.randrange(n_drv) for _ in range(n_entities)]
+        customers = [gen_data.CUSTOMER_ID_BASE + rng.randrange(n_cus) for _ in range(n_entities)]
+        out.append(
+            json.dumps(
+                {"features": FEATURES, "entities": {"driver_id": drivers, "customer_id": customers}},
+                separators=(",", ":"),
+            )
+        )
+    return out
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, port: int, timeout: float = 30.0):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def post(self, path: str, body: str) -> tuple[int, bytes]:
+        self.conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        r = self.conn.getresponse()
+        return r.status, r.read()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        self.conn.request("GET", path)
+        r = self.conn.getresponse()
+        return r.status, r.read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class Server:
+    def __init__(self, lib: str, python: str, repo: str, workers: int, env: dict, log: str):
+        self.lib, self.port = lib, free_port()
+        exe = os.path.join(os.path.dirname(python), lib)
+        if lib == "tiffin":
+            cmd = [exe, "serve", "--port", str(self.port), "--workers", str(workers)]
+        else:
+            cmd = [exe, "serve", "--port", str(self.port), "--workers", str(workers), "--no-access-log"]
+        self.log = open(log, "w")
+        self.proc = subprocess.Popen(
+            cmd, cwd=repo, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.lib} server exited with {self.proc.returncode}")
+            try:
+                c = Client(self.port, timeout=2)
+                status, _ = c.get("/health")
+                c.close()
+                if status == 200:
+                    return time.perf_counter() - t0
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.lib} server not ready after {timeout:.0f} s")
+
+    def rss_kib(self) -> int:
+        return tree_rss_kib(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+# --------------------------------------------------------------------------- wrk
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"unparsable wrk latency {text!r}")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def wrk(port: int, bodies: list[str], seconds: float, connections: int = 16, threads: int = 1) -> dict:
+    """Run wrk against /get-online-features, cycling through ``bodies``; parse its summary."""
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk not found (apt-get install wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write("local bodies = {\n")
+        for b in bodies:
+            f.write(f"[==[{b}]==],\n")
+        f.write(
+            "}\n"
+            "local reqs = {}\n"
+            "local i = 0\n"
+            "init = function(args)\n"
+            "  local h = {['Content-Type'] = 'application/json'}\n"
+            "  for k, b in ipairs(bodies) do\n"
+            "    reqs[k] = wrk.format('POST', '/get-online-features', h, b)\n"
+            "  end\n"
+            "  i = math.random(#reqs)\n"
+            "end\n"
+            "request = function()\n"
+            "  i = i % #reqs + 1\n"
+            "  return reqs[i]\n"
+            "end\n"
+        )
+        script = f.name
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{int(seconds)}s",
+                "--timeout",
+                "10s",
+                "--latency",
+                "-s",
+                script,
+                f"http://127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script)
+    res: dict = {"connections": connections, "threads": threads, "seconds": seconds}
+    dist = re.search(r"Latency Distribution\s+50%\s+(\S+)\s+75%\s+(\S+)\s+90%\s+(\S+)\s+99%\s+(\S+)", out)
+    if not dist:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    res["p50_ms"], res["p75_ms"], res["p90_ms"], res["p99_ms"] = (_ms(x) for x in dist.groups())
+    res["max_ms"] = _ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1))
+    res["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    res["requests_per_second"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = sum(map(int, sock.groups())) if sock else 0
+    res["errors"] = res["non_2xx"] + res["socket_errors"]
+    res["raw"] = out
+    return res
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def probe(port: int, bodies: list[str]) -> list[dict]:
+    """The answers to ``bodies`` as {column: values} (values only)."""
+    c = Client(port)
+    out = []
+    try:
+        for b in bodies:
+            status, raw = c.post("/get-online-features", b)
+            if status != 200:
+                out.append({"__status__": status, "__body__": raw[:300].decode(errors="replace")})
+                continue
+            doc = json.loads(raw)
+            names = doc["metadata"]["feature_names"]
+            out.append({n: r["values"] for n, r in zip(names, doc["results"])})
+    finally:
+        c.close()
+    return out
+
+
+def compare_answers(a: list[dict], b: list[dict]) -> dict:
+    res = {"values": 0, "mismatching_values": 0, "tiffin_null_feast_value": 0, "failed_requests": 0}
+    for da, db in zip(a, b):
+        if "__status__" in da or "__status__" in db:
+            res["failed_requests"] += 1
+            res.setdefault("failures", []).append({"tiffin": da.get("__body__"), "feast": db.get("__body__")})
+            continue
+        for k in sorted(set(da) | set(db)):
+            va, vb = da.get(k) or [], db.get(k) or []
+            for x, y in zip(va, vb):
+                res["values"] += 1
+                if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                    same = float(x) == float(y)
+                else:
+                    same = x == y
+                if not same:
+                    res["mismatching_values"] += 1
+                    if x is None and y is not None:
+                        res["tiffin_null_feast_value"] += 1
+            res["mismatching_values"] += abs(len(va) - len(vb))
+    return res
+
+
+def push_visibility(port: int, rounds: int = 200, timeout_s: float = 2.0) -> dict:
+    """Push one new row, then read it back until it shows; ``rounds`` times."""
+    c = Client(port)
+    push_ms, visible_ms, reads, failures = [], [], [], []
+    base = 50_000_000 + random.randrange(1_000_000) * 1000  # fresh ids every run
+    try:
+        for i in range(rounds):
+            driver = base + i
+            value = i + 0.5  # exact in float32
+            ts = datetime.now(timezone.utc).isoformat()
+            body = json.dumps(
+                {
+                    "push_source_name": "driver_push",
+                    "to": "online",
+                    "df": {"driver_id": [driver], "event_timestamp": [ts], "conv_rate": [value]},
+                }
+            )
+            read = json.dumps({"features": ["driver_live:conv_rate"], "entities": {"driver_id": [driver]}})
+            t0 = time.perf_counter()
+            status, raw = c.post("/push", body)
+            t1 = time.perf_counter()
+            if status >= 300:
+                failures.append(f"push {status}: {raw[:300].decode(errors='replace')}")
+                continue
+            n, seen = 0, None
+            while time.perf_counter() - t1 < timeout_s:
+                status, raw = c.post("/get-online-features", read)
+                n += 1
+                if status == 200:
+                    doc = json.loads(raw)
+                    got = doc["results"][1]["values"][0]
+                    if got is not None and abs(got - value) < 1e-6:
+                        seen = time.perf_counter()
+                        break
+                else:
+                    failures.append(f"read {status}: {raw[:300].decode(errors='replace')}")
+                    break
+            push_ms.append((t1 - t0) * 1e3)
+            if seen is None:
+                failures.append(f"row {i} not visible within {timeout_s} s")
+            else:
+                visible_ms.append((seen - t1) * 1e3)
+                reads.append(n)
+    finally:
+        c.close()
+
+    def pct(xs: list[float], q: float):
+        if not xs:
+            return None
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(round(q / 100 * len(xs) + 0.5)) - 1)]
+
+    return {
+        "rounds": rounds,
+        "visible": len(visible_ms),
+        "push_p50_ms": pct(push_ms, 50),
+        "push_p99_ms": pct(push_ms, 99),
+        "visible_p50_ms": pct(visible_ms, 50),
+        "visible_p99_ms": pct(visible_ms, 99),
+        "visible_max_ms": max(visible_ms) if visible_ms else None,
+        "reads_needed_max": max(reads) if reads else None,
+        "failures": failures[:5],
+        "failure_count": len(failures),
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def prepare_repo(lib, python, env, store, repo, data, logs) -> dict:
+    """apply (+ push source) and a full materialize, each in a fresh child process."""
+    shutil.rmtree(repo, ignore_errors=True)
+    os.makedirs(repo)
+    online = "sqlite"
+    if store == "redis":
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB[lib]).flushdb()
+        online = f"redis:127.0.0.1:6379,db={REDIS_DB[lib]}"
+    out = {}
+    for phase in ("apply", "materialize"):
+        r = runner.run_child(
+            env,
+            python,
+            lib,
+            phase,
+            repo,
+            data,
+            os.path.join(repo, f"{phase}.json"),
+            os.path.join(logs, f"serve-{store}-{lib}-{phase}.log"),
+            ["--online-store", online, "--push"] if phase == "apply" else [],
+        )
+        if not r.get("ok"):
+            raise RuntimeError(f"{lib} {phase} failed: {r.get('error')}\n{r.get('traceback', '')}")
+        out[phase + "_seconds"] = r["seconds"]
+    return out
+
+
+def measure_side(lib, python, env, repo, store, workers, duration, bodies, logs, wait_idle_s) -> dict:
+    res: dict = {"lib": lib, "store": store, "workers": workers, "ok": False}
+    server = Server(lib, python, repo, workers, env, os.path.join(logs, f"serve-{store}-{lib}-server.log"))
+    try:
+        res["startup_seconds"] = server.wait_ready()
+        res["probe"] = {
+            shape: probe(server.port, b[:20] if shape == "1" else b[:5]) for shape, b in bodies.items()
+        }
+        for shape, b in bodies.items():
+            if wait_idle_s:
+                runner.wait_idle(wait_idle_s)
+            wrk(server.port, b, 3)  # warm every worker and connection
+            res[f"load_{shape}"] = r = wrk(server.port, b, duration)
+            print(
+                f"  {LABEL[lib]:6s} {store:6s} {shape:>3s} entities: {r['requests_per_second']:8,.0f} req/s  "
+                f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}",
+                flush=True,
+            )
+        res["rss_after_load_kib"] = server.rss_kib()
+        res["push"] = p = push_visibility(server.port)
+        print(
+            f"  {LABEL[lib]:6s} {store:6s} push->read visible p50 {p['visible_p50_ms']} ms  "
+            f"p99 {p['visible_p99_ms']} ms  failures {p['failure_count']}",
+            flush=True,
+        )
+        res["ok"] = True
+    except Exception as e:  # report, keep the other side running
+        res["error"] = f"{type(e).__name__}: {e}"
+        print(f"  {LABEL[lib]} {store} FAILED: {res['error']}", flush=True)
+    finally:
+        server.stop()
+    return res
+
+
+def soak(python, env, repo, workers, seconds, bodies, logs, window=60) -> dict:
+    server = Server("tiffin", python, repo, workers, env, os.path.join(logs, "soak-server.log"))
+    windows = []
+    try:
+        server.wait_ready()
+        wrk(server.port, bodies, 3)
+        left = seconds
+        while left > 0:
+            d = min(window, left)
+            r = wrk(server.port, bodies, d)
+            r.pop("raw")
+            r["rss_kib"] = server.rss_kib()
+            windows.append(r)
+            print(
+                f"  soak {len(windows):2d}: {r['requests_per_second']:8,.0f} req/s  "
+                f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}  RSS {r['rss_kib'] / 1024:.0f} MiB",
+                flush=True,
+            )
+            left -= d
+    finally:
+        server.stop()
+    rss = [w["rss_kib"] for w in windows]
+    return {
+        "seconds": seconds,
+        "windows": windows,
+        "requests": sum(w["requests"] for w in windows),
+        "errors": sum(w["errors"] for w in windows),
+        "rss_first_window_mib": rss[0] / 1024 if rss else None,
+        "rss_last_window_mib": rss[-1] / 1024 if rss else None,
+        "rss_max_mib": max(rss) / 1024 if rss else None,
+        "p99_max_ms": max(w["p99_ms"] for w in windows) if windows else None,
+    }
+
+
+def run(
+    data: str,
+    meta: dict,
+    work: str,
+    pythons: dict,
+    envs: dict,
+    libs: list[str],
+    stores: list[str],
+    duration: float,
+    soak_seconds: float,
+    workers: int,
+    wait_idle_s: float = 0.0,
+) -> dict:
+    logs = os.path.join(work, "logs")
+    os.makedirs(logs, exist_ok=True)
+    bodies = {shape: request_bodies(meta, n, count, seed=11 + n) for shape, (n, count) in SHAPES.items()}
+    report: dict = {"duration": duration, "workers": workers, "stores": {}}
+    for store in stores:
+        sides: dict = {}
+        for lib in libs:
+            repo = os.path.join(work, f"serve-{store}", lib)
+            print(f"[{datetime.now():%H:%M:%S}] {LABEL[lib]} {store}: apply + materialize ...", flush=True)
+            try:
+                prep = prepare_repo(lib, pythons[lib], envs[lib], store, repo, data, logs)
+            except Exception as e:
+                sides[lib] = {"ok": False, "error": str(e)}
+                print(f"  FAILED: {e}", flush=True)
+                continue
+            sides[lib] = measure_side(
+                lib, pythons[lib], envs[lib], repo, store, workers, duration, bodies, logs, wait_idle_s
+            )
+            sides[lib].update(prep)
+        if all(sides.get(x, {}).get("ok") for x in LIBS):
+            sides["answers"] = {
+                shape: compare_answers(sides["tiffin"]["probe"][shape], sides["feast"]["probe"][shape])
+                for shape in SHAPES
+            }
+        for lib in libs:
+            sides.get(lib, {}).pop("probe", None)
+        report["stores"][store] = sides
+    if soak_seconds > 0 and "tiffin" in libs and "sqlite" in stores:
+        print(
+            f"[{datetime.now():%H:%M:%S}] soak: tiffin sqlite, {soak_seconds:.0f} s at 16 connections",
+            flush=True,
+        )
+        report["soak"] = soak(
+            pythons["tiffin"],
+            envs["tiffin"],
+            os.path.join(work, "serve-sqlite", "tiffin"),
+            workers,
+            soak_seconds,
+            bodies["1"],
+            logs,
+        )
+    return report
+
+
+# --------------------------------------------------------------------------- report
+
+
+def table(report: dict) -> list[list[str]]:
+    rows = []
+
+    def val(store, lib, *path):
+        r = report["stores"].get(store, {}).get(lib, {})
+        if not r.get("ok"):
+            return None
+        for p in path:
+            r = r.get(p) if isinstance(r, dict) else None
+        return r
+
+    for store in report["stores"]:
+        for shape in SHAPES:
+            for key, label, fmt in (
+                ("requests_per_second", "req/s", "{:,.0f}"),
+                ("p50_ms", "p50 ms", "{:.2f}"),
+                ("p99_ms", "p99 ms", "{:.2f}"),
+                ("errors", "errors", "{:d}"),
+            ):
+                t, f = val(store, "tiffin", f"load_{shape}", key), val(store, "feast", f"load_{shape}", key)
+                ratio = f"{t / f:.1f}x" if t is not None and f else "-"
+                rows.append(
+                    [
+                        f"{store} {shape}-entity {label}",
+                        "-" if t is None else fmt.format(t),
+                        "-" if f is None else fmt.format(f),
+                        ratio,
+                    ]
+                )
+        for key, label in (
+            ("visible_p50_ms", "push->read visible p50 ms"),
+            ("visible_p99_ms", "push->read visible p99 ms"),
+        ):
+            t, f = val(store, "tiffin", "push", key), val(store, "feast", "push", key)
+            rows.append(
+                [
+                    f"{store} {label}",
+                    "-" if t is None else f"{t:.2f}",
+                    "-" if f is None else f"{f:.2f}",
+                    f"{t / f:.2f}x" if t is not None and f else "-",
+                ]
+            )
+        t, f = val(store, "tiffin", "rss_after_load_kib"), val(store, "feast", "rss_after_load_kib")
+        rows.append(
+            [
+                f"{store} server RSS MiB",
+                "-" if t is None else f"{t / 1024:,.0f}",
+                "-" if f is None else f"{f / 1024:,.0f}",
+                f"{t / f:.2f}x" if t and f else "-",
+            ]
+        )
+    return rows
+
+
+HEADER = ["server", "tiffin", "Feast", "tiffin/Feast"]
+
+
+def render_md(report: dict) -> str:
+    rows = table(report)
+    out = ["| " + " | ".join(HEADER) + " |", "|---|---:|---:|---:|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    notes = []
+    for store, sides in report["stores"].items():
+        for lib in LIBS:
+            r = sides.get(lib)
+            if r and not r.get("ok"):
+                notes.append(f"FAILED {LABEL[lib]} {store}: {r.get('error')}")
+            elif r and r["push"]["failure_count"]:
+                notes.append(
+                    f"{LABEL[lib]} {store} push: {r['push']['failure_count']} failures, "
+                    f"e.g. {r['push']['failures'][:2]}"
+                )
+        for shape, cmp_ in sides.get("answers", {}).items():
+            notes.append(
+                f"{store} {shape}-entity answers: {cmp_['mismatching_values']} of {cmp_['values']} "
+                f"values differ ({cmp_['tiffin_null_feast_value']} are values older than the ttl: "
+                f"null in tiffin, returned by Feast); failed requests {cmp_['failed_requests']}"
+            )
+    s = report.get("soak")
+    if s:
+        notes.append(
+            f"soak (tiffin, sqlite, {s['seconds']:.0f} s at 16 connections): {s['requests']:,} requests, "
+            f"{s['errors']} errors, worst window p99 {s['p99_max_ms']:.2f} ms, server RSS "
+            f"{s['rss_first_window_mib']:.0f} MiB after the first minute, "
+            f"{s['rss_last_window_mib']:.0f} MiB at the end (max {s['rss_max_mib']:.0f})"
+        )
+    return "\n".join(out) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--stores", default="sqlite,redis")
+    ap.add_argument("--libs", default="tiffin,feast")
+    ap.add_argument("--duration", type=float, default=30)
+    ap.add_argument("--soak", type=float, default=0, help="seconds of tiffin soak (0: none)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--anchor", default="now")
+    ap.add_argument("--wait-idle", type=float, default=0.0)
+    ap.add_argument("--work", default=os.path.join(HERE, ".work"))
+    ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    a = ap.parse_args()
+    libs = [x for x in a.libs.split(",") if x]
+    pythons = {
+        "tiffin": os.path.join(ROOT, ".venv", "bin", "python"),
+        "feast": os.path.join(ROOT, ".venv-feast", "bin", "python"),
+    }
+    tag = f"scale-{a.scale:g}"
+    data = os.path.join(HERE, ".data", tag)
+    meta = gen_data.generate(data, a.scale, anchor=a.anchor)
+    work = os.path.join(os.path.abspath(a.work), tag)
+    pycache = os.path.join(os.path.abspath(a.work), "pycache")
+    envs = {lib: runner.child_env(pycache) for lib in libs}
+    for lib in libs:
+        runner.warm_bytecode(pythons[lib], lib, envs[lib])
+    report = run(
+        data,
+        meta,
+        work,
+        pythons,
+        envs,
+        libs,
+        [x for x in a.stores.split(",") if x],
+        a.duration,
+        a.soak,
+        a.workers,
+        a.wait_idle,
+    )
+    report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    os.makedirs(a.results, exist_ok=True)
+    with open(os.path.join(a.results, "serve.json"), "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    md = render_md(report)
+    with open(os.path.join(a.results, "serve.md"), "w") as f:
+        f.write(f"# Feature server: tiffin vs Feast ({report['date']})\n\n{md}")
+    print("\n" + md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
