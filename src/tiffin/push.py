@@ -74,6 +74,14 @@ def online_rows(view: FeatureView, table: pa.Table, source: DataSource, what: st
                         else pa.nulls(table.num_rows, TIMESTAMP))
         else:
             cols.append(_cast(table, raw.get(f.name, f.name), f.type, what))
+    # An online row needs its key and its event time: a null is bad input, caught here
+    # before anything is written, not a store constraint failing halfway.
+    for f, col in zip(schema, cols):
+        if col.null_count and (f.name == "__event_ts" or f.name in view.join_keys):
+            name = ts_raw if f.name == "__event_ts" else raw.get(f.name, f.name)
+            row = col.is_null().to_pylist().index(True)
+            raise RequestError(f"{what}: column {name!r} is null in row {row}",
+                               hint=f"every row written online needs a {name!r}")
     return pa.Table.from_arrays(cols, schema=schema)
 
 

@@ -115,6 +115,38 @@ def test_malformed_json_is_422(client):
     assert r.status_code == 422 and r.json()["error"]["type"] == "InvalidRequestBody"
 
 
+@pytest.mark.parametrize("body, headers", [
+    # FastAPI coerces these (lax pydantic): the fast path passes them on, same answer.
+    ({"features": ["stats:rate"], "entities": {"driver_id": [1]}, "full_feature_names": "true"},
+     {}),
+    ({"features": ["stats:rate"], "entities": {"driver_id": [1]}}, {"content-type": "text/json"}),
+    ({"features": ["stats:rate"], "entities": {"driver_id": [1]}, "unknown": 1}, {}),
+])
+def test_fast_path_and_fastapi_route_answer_alike(client, body, headers):
+    import json
+    r = client.post("/get-online-features", content=json.dumps(body).encode(),
+                    headers={"content-type": "application/json", **headers})
+    plain = client.post("/get-online-features", json={
+        "features": ["stats:rate"], "entities": {"driver_id": [1]},
+        "full_feature_names": body.get("full_feature_names") == "true"})
+    if headers.get("content-type") == "text/json":
+        assert r.status_code == 422  # not JSON by its content type: the schema says no
+        return
+    assert r.status_code == 200, r.text
+    assert r.json() == plain.json()
+
+
+def test_every_online_read_is_counted(client):
+    for _ in range(3):
+        client.post("/get-online-features", json={"features": ["stats:rate"],
+                                                  "entities": {"driver_id": [1]}})
+    client.post("/get-online-features", json={"features": ["stats:nope"],
+                                              "entities": {"driver_id": [1]}})
+    metrics = client.get("/metrics").text
+    assert 'tiffin_requests_total{endpoint="/get-online-features",status="200"} 3.0' in metrics
+    assert 'tiffin_requests_total{endpoint="/get-online-features",status="404"} 1.0' in metrics
+
+
 def test_push_then_read_and_metrics(client):
     ts = (NOW + timedelta(seconds=5)).isoformat()
     r = client.post("/push", json={"push_source_name": "d_push", "to": "online_and_offline",

@@ -117,3 +117,19 @@ def test_write_to_online_store(store):
     assert got["rate"] == [2.5, 1.5]
     with pytest.raises(RequestError, match="missing column"):
         store.write_to_online_store("trips", pd.DataFrame({"driver_id": [1], "rate": [1.0]}))
+
+
+
+@pytest.mark.parametrize("column", ["driver_id", "event_timestamp"])
+@pytest.mark.parametrize("how", ["push", "write"])
+def test_null_key_or_event_time_is_a_request_error_and_writes_nothing(store, column, how):
+    df = pd.concat([rows(0.5, 0.9, driver=7), rows(0.5, 0.8, driver=8)], ignore_index=True)
+    df[column] = df[column].astype(object)
+    df.loc[1, column] = None
+    with pytest.raises(RequestError, match=f"column '{column}' is null in row 1"):
+        if how == "push":
+            store.push("stats_push", df, to=PushMode.ONLINE_AND_OFFLINE)
+        else:
+            store.write_to_online_store("stats", df)
+    got = store.get_online_features(["stats:rate"], [{"driver_id": 7}]).to_dict()
+    assert got["rate"] == [None]  # the valid first row was not written either

@@ -52,6 +52,7 @@ class OnlineResponse:
         self._hits = hits  # feature -> (stored rows per request row, value index, ttl cutoff)
         self._dtypes = dtypes
         self._statuses: dict[str, list[FieldStatus]] | None = None
+        self._per_view: dict[tuple[str, int], list[Any]] = {}  # keyed by the view's hits list
 
     @property
     def entity_columns(self) -> dict[str, list[Any]]:
@@ -77,14 +78,31 @@ class OnlineResponse:
         return self._statuses
 
     def status_names(self, name: str) -> list[str]:
-        """``statuses[name]`` as names ("PRESENT", ...), built directly, for JSON answers."""
+        """``statuses[name]`` as names ("PRESENT", ...), for JSON answers.
+
+        Found / not found / too old is the same for every feature of a view, so it is
+        computed once per view; a feature only pays again if it has a null value.
+        The returned list may be shared between features: do not modify it.
+        """
         hits, i, cutoff = self._hits[name]
-        return ["NOT_FOUND" if h is None else
+        base = self._per_view.get(("s", id(hits)))
+        if base is None:
+            base = self._per_view[("s", id(hits))] = [
+                "NOT_FOUND" if h is None else
                 "OUTSIDE_MAX_AGE" if cutoff is not None and h[0] < cutoff else
-                "NULL_VALUE" if h[1][i] is None else "PRESENT" for h in hits]
+                "PRESENT" for h in hits]
+        values = self._values[name]
+        if None not in values:
+            return base
+        return ["NULL_VALUE" if v is None and s == "PRESENT" else s for s, v in zip(base, values)]
 
     def _event_ts(self, name: str) -> list[int | None]:
-        return [None if h is None else h[0] for h in self._hits[name][0]]
+        # Shared by the features of one view (same stored rows): computed once per view.
+        hits = self._hits[name][0]
+        ts = self._per_view.get(("t", id(hits)))
+        if ts is None:
+            ts = self._per_view[("t", id(hits))] = [None if h is None else h[0] for h in hits]
+        return ts
 
     def to_dict(self, include_event_timestamps: bool = False) -> dict[str, list[Any]]:
         out = {**self._entities, **self._values}
@@ -95,7 +113,7 @@ class OnlineResponse:
         return out
 
     def event_timestamps_us(self, name: str) -> list[int | None]:
-        """Event times as epoch microseconds (None where no row was found)."""
+        """Event times as epoch microseconds (None where no row was found); read only."""
         return self._event_ts(name)
 
     def event_timestamps(self, name: str) -> list[datetime | None]:

@@ -3,7 +3,8 @@
 Every endpoint uses ``FeatureStore`` only. Errors are JSON
 ``{"error": {"type": ..., "message": ..., "hint": ...}}``: unknown names 404,
 bad input 400 (422 for a body that does not match the schema), a store that
-cannot be reached 503. A 500 means a bug in tiffin, never bad input.
+cannot be reached 503, all declared in the OpenAPI document. A 500 means a bug
+in tiffin, never bad input.
 The registry is refreshed by a background thread; requests never parse it.
 
 Run it with ``tiffin serve`` (or any ASGI server on ``create_app``).
@@ -11,20 +12,20 @@ Run it with ``tiffin serve`` (or any ASGI server on ``create_app``).
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import threading
 import time
 from contextlib import asynccontextmanager
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any, Literal
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 from tiffin.errors import (
     NotFoundError,
@@ -32,13 +33,11 @@ from tiffin.errors import (
     TiffinError,
     TransformationError,
 )
-from tiffin.online.reader import FieldStatus, OnlineResponse
+from tiffin.server.fast import ServingLayer, dumps, online_json
 from tiffin.server.metrics import Metrics
 from tiffin.store import FeatureStore
-from tiffin.types import from_micros
 
 log = logging.getLogger("tiffin.server")
-EPOCH_ISO = "1970-01-01T00:00:00Z"
 
 
 class GetOnlineFeaturesRequest(BaseModel):
@@ -72,18 +71,62 @@ class MaterializeIncrementalRequest(BaseModel):
     feature_views: list[str] | None = None
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {type(value).__name__}")
+# Response shapes, for the OpenAPI document only: handlers build their JSON directly (orjson),
+# so these never validate or serialize anything at request time.
+class ErrorDetail(BaseModel):
+    type: str = Field(..., description="error class, e.g. 'FeatureViewNotFoundError'")
+    message: str
+    hint: str | None = Field(None, description="what to do about it, when known")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class FeatureResult(BaseModel):
+    values: list[Any]
+    statuses: list[Literal["INVALID", "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"]]
+    event_timestamps: list[datetime]
+
+
+class FeatureMetadata(BaseModel):
+    feature_names: list[str]
+
+
+class GetOnlineFeaturesResponse(BaseModel):
+    metadata: FeatureMetadata
+    results: list[FeatureResult] = Field(..., description="entity columns first, then features")
+
+
+class RowsResponse(BaseModel):
+    rows: int
+
+
+class MaterializedView(BaseModel):
+    name: str
+    rows: int
+    max_event_timestamp: datetime | None
+
+
+class MaterializeResponse(BaseModel):
+    feature_views: list[MaterializedView]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    project: str
+
+
+_ERRORS = {400: "Bad input: wrong names, types or values", 404: "An unknown name",
+           422: "A body that does not match the schema", 503: "A store cannot be reached"}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse, "description": _ERRORS[code]} for code in codes}
 
 
 def json_response(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content, default=_default,
-                                 option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS),
-                    status_code=status, media_type="application/json")
+    return Response(dumps(content), status_code=status, media_type="application/json")
 
 
 def error_response(status: int, kind: str, message: str, hint: str | None = None) -> Response:
@@ -101,55 +144,6 @@ def status_of(e: TiffinError) -> int:
     if e.transient:
         return 503
     return 500
-
-
-_STATUS_NAMES = {s: s.name for s in FieldStatus}
-
-
-def online_json(resp: OnlineResponse) -> dict[str, Any]:
-    """Feast's response shape: entity columns first, one result per column."""
-    results = []
-    for values in resp.entity_columns.values():
-        results.append({"values": values, "statuses": ["PRESENT"] * len(values),
-                        "event_timestamps": [EPOCH_ISO] * len(values)})
-    statuses = resp.statuses
-    iso: dict[int | None, str] = {None: EPOCH_ISO, 0: EPOCH_ISO}  # rows share timestamps
-    for name, values in resp.feature_columns.items():
-        stamps = []
-        for t in resp.event_timestamps_us(name):
-            text = iso.get(t)
-            if text is None:
-                text = iso[t] = from_micros(t).strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[arg-type]
-            stamps.append(text)
-        results.append({"values": values,
-                        "statuses": [_STATUS_NAMES[s] for s in statuses[name]],
-                        "event_timestamps": stamps})
-    return {"metadata": {"feature_names": resp.feature_names}, "results": results}
-
-
-class _Observe:
-    """Request counts and latency per endpoint, as plain ASGI middleware (Starlette's
-    BaseHTTPMiddleware costs more than a whole online read)."""
-
-    def __init__(self, app: Any, metrics: Metrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = [500]
-
-        async def send_status(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.observe(scope["path"], status[0], time.perf_counter() - started)
 
 
 class _RegistryRefresher:
@@ -201,6 +195,17 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
             log.error("server fault on %s: %s", request.url.path, e)
         return error_response(status, type(e).__name__, e.message, e.hint)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> Response:
+        # Starlette's own errors (unknown path or method, a body that cannot be read) in our format.
+        try:
+            kind = HTTPStatus(e.status_code).phrase.title().replace(" ", "").replace("-", "")
+        except ValueError:
+            kind = "HTTPError"
+        resp = error_response(e.status_code, kind, str(e.detail))
+        resp.headers.update(e.headers or {})
+        return resp
+
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, e: RequestValidationError) -> Response:
         parts = []
@@ -209,33 +214,55 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
         return error_response(422, "InvalidRequestBody", "; ".join(parts) or "invalid body")
 
-    app.add_middleware(_Observe, metrics=metrics)
+    def online(features: list[str] | None, feature_service: str | None,
+               entities: dict[str, list[Any]], full_feature_names: bool) -> tuple[int, bytes]:
+        """The online read for both the fast path and the FastAPI route: (status, JSON)."""
+        try:
+            if (features is None) == (feature_service is None):
+                raise RequestError("pass exactly one of 'features' and 'feature_service'")
+            wanted: Any = features if features is not None else \
+                store.get_feature_service(feature_service)  # type: ignore[arg-type]
+            started = time.perf_counter()
+            resp = store.get_online_features(wanted, entities, full_feature_names)
+            metrics.online_store_latency.observe(time.perf_counter() - started)
+            return 200, dumps(online_json(resp))
+        except TiffinError as e:
+            status = status_of(e)
+            if status == 500:
+                log.error("server fault on /get-online-features: %s", e)
+            body: dict[str, Any] = {"type": type(e).__name__, "message": e.message}
+            if e.hint:
+                body["hint"] = e.hint
+            return status, dumps({"error": body})
 
-    @app.post("/get-online-features")
+    # Outermost of our layers: metrics for every request, and well-formed online reads
+    # answered without FastAPI's per-request machinery (see tiffin.server.fast).
+    app.add_middleware(ServingLayer, metrics=metrics, online=online)
+
+    @app.post("/get-online-features", response_model=GetOnlineFeaturesResponse,
+              responses=errors(400, 404, 422, 503))
     async def get_online_features(body: GetOnlineFeaturesRequest) -> Response:
-        if (body.features is None) == (body.feature_service is None):
-            raise RequestError("pass exactly one of 'features' and 'feature_service'")
-        features: Any = body.features if body.features is not None else \
-            store.get_feature_service(body.feature_service)  # type: ignore[arg-type]
-        started = time.perf_counter()
-        resp = store.get_online_features(features, body.entities, body.full_feature_names)
-        metrics.online_store_latency.observe(time.perf_counter() - started)
-        return json_response(online_json(resp))
+        # Reached only for bodies the fast path passed on (after FastAPI's coercions).
+        status, payload = online(body.features, body.feature_service, body.entities,
+                                 body.full_feature_names)
+        return Response(payload, status_code=status, media_type="application/json")
 
-    @app.post("/push")
+    @app.post("/push", response_model=RowsResponse, responses=errors(400, 404, 422, 503))
     async def push(body: PushRequest) -> Response:
         rows = store.push(body.push_source_name, body.df, to=body.to,
                           allow_registry_cache=body.allow_registry_cache)
         metrics.pushed(body.push_source_name, rows, body.df, store)
         return json_response({"rows": rows})
 
-    @app.post("/write-to-online-store")
+    @app.post("/write-to-online-store", response_model=RowsResponse,
+              responses=errors(400, 404, 422, 503))
     async def write_to_online_store(body: WriteToOnlineStoreRequest) -> Response:
         rows = store.write_to_online_store(body.feature_view_name, body.df,
                                            allow_registry_cache=body.allow_registry_cache)
         return json_response({"rows": rows})
 
-    @app.post("/materialize")
+    @app.post("/materialize", response_model=MaterializeResponse,
+              responses=errors(400, 404, 422, 503))
     def materialize(body: MaterializeRequest) -> Response:
         results = store.materialize(body.start_ts, body.end_ts, body.feature_views)
         metrics.materialized(results)
@@ -243,7 +270,8 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
             {"name": r.view, "rows": r.rows, "max_event_timestamp": r.max_event_ts}
             for r in results]})
 
-    @app.post("/materialize-incremental")
+    @app.post("/materialize-incremental", response_model=MaterializeResponse,
+              responses=errors(400, 404, 422, 503))
     def materialize_incremental(body: MaterializeIncrementalRequest) -> Response:
         results = store.materialize_incremental(body.end_ts, body.feature_views)
         metrics.materialized(results)
@@ -251,7 +279,7 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
             {"name": r.view, "rows": r.rows, "max_event_timestamp": r.max_event_ts}
             for r in results]})
 
-    @app.get("/health")
+    @app.get("/health", response_model=HealthResponse, responses=errors(503))
     def health() -> Response:
         try:
             store.registry.refresh()
@@ -262,7 +290,7 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
             return error_response(503, type(e).__name__, str(e))
         return json_response({"status": "ok", "project": store.project})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

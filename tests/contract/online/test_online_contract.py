@@ -42,6 +42,9 @@ def test_unknown_key_is_not_found_and_stored_null_is_null_value(world):
     resp = world.read(["driver_stats:i64", "driver_stats:s"], [{"driver_id": 1}, {"driver_id": 2}])
     assert resp.to_dict() == {"driver_id": [1, 2], "i64": [None, None], "s": ["x", None]}
     assert resp.statuses == {"i64": [NV, NF], "s": [P, NF]}
+    # The server's JSON names, computed per view: the same answer
+    assert {n: resp.status_names(n) for n in ("i64", "s")} == {
+        n: [x.name for x in v] for n, v in resp.statuses.items()}
 
 
 @pytest.mark.parametrize("age, expected_status", [
@@ -53,6 +56,7 @@ def test_ttl_is_enforced_on_read(world, age, expected_status):
     world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW - age, "i64": 5}])
     resp = world.read(["driver_stats:i64"], [{"driver_id": 1}])
     assert resp.statuses["i64"] == [expected_status]
+    assert resp.status_names("i64") == [expected_status.name]
     assert resp.to_dict()["i64"] == ([5] if expected_status == P else [None])
 
 
