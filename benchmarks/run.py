@@ -28,6 +28,9 @@ sys.path.insert(0, HERE)
 import gen_data  # noqa: E402
 
 PHASES = ["apply", "historical", "materialize", "online_1", "online_100"]
+# Separate harnesses with their own repos and tables: the feature servers under wrk
+# (serve.py) and the 100M-row bounded-memory run (large.py).
+EXTRA = ["serve", "large"]
 LIBS = ["tiffin", "feast"]
 LABEL = {"tiffin": "tiffin", "feast": "Feast"}
 
@@ -519,14 +522,14 @@ def parse_phases(s: str) -> list[str]:
     out = []
     for p in (x.strip() for x in s.split(",") if x.strip()):
         if p == "all":
-            out += PHASES
+            out += PHASES + EXTRA
         elif p == "online":
             out += ["online_1", "online_100"]
-        elif p in PHASES:
+        elif p in PHASES or p in EXTRA:
             out.append(p)
         else:
-            raise SystemExit(f"unknown phase {p!r}; choose from {PHASES} or 'online', 'all'")
-    return [p for p in PHASES if p in out]
+            raise SystemExit(f"unknown phase {p!r}; choose from {PHASES + EXTRA} or 'online', 'all'")
+    return [p for p in PHASES + EXTRA if p in out]
 
 
 def main() -> int:
@@ -566,6 +569,11 @@ def main() -> int:
     ap.add_argument("--online-calls-1", type=int, default=3000)
     ap.add_argument("--online-calls-100", type=int, default=500)
     ap.add_argument("--online-warmup", type=int, default=200)
+    ap.add_argument("--serve-duration", type=float, default=30, help="seconds of wrk per request shape")
+    ap.add_argument("--serve-stores", default="sqlite,redis")
+    ap.add_argument("--serve-workers", type=int, default=2)
+    ap.add_argument("--soak", type=float, default=600, help="seconds of tiffin server soak (0: none)")
+    ap.add_argument("--large-feast-timeout", type=float, default=1800)
     a = ap.parse_args()
 
     phases = parse_phases(a.phases)
@@ -614,7 +622,7 @@ def main() -> int:
 
     results: dict = {lib: {} for lib in libs}
     broken: dict = {}
-    for phase in phases:
+    for phase in [p for p in phases if p in PHASES]:
         for lib in libs:
             if lib in broken:
                 results[lib][phase] = {
@@ -690,6 +698,41 @@ def main() -> int:
                 {lib: rs[lib]["answers_json"] for lib in LIBS}
             )
 
+    extra_md = ""
+    if "serve" in phases:
+        import serve
+
+        print(
+            f"[{datetime.now():%H:%M:%S}] feature servers (wrk, {a.serve_duration:.0f} s per shape)",
+            flush=True,
+        )
+        report["serve"] = serve.run(
+            data,
+            meta,
+            os.path.join(work, "serve"),
+            pythons,
+            envs,
+            libs,
+            [x for x in a.serve_stores.split(",") if x],
+            a.serve_duration,
+            a.soak,
+            a.serve_workers,
+            a.wait_idle,
+        )
+        extra_md += "\n## Feature server\n\n" + serve.render_md(report["serve"])
+    if "large" in phases:
+        import large
+
+        ldata = os.path.join(HERE, ".data", "large-100000x1000-5000000")
+        lmeta = large.generate(ldata, 100_000, 1_000, 5_000_000)
+        lwork = os.path.join(os.path.abspath(a.work), "large-100000x1000-5000000")
+        os.makedirs(lwork, exist_ok=True)
+        print(f"[{datetime.now():%H:%M:%S}] large scale: {lmeta['source_rows']:,} source rows", flush=True)
+        report["large"] = large.run(
+            pythons, envs, libs, lwork, ldata, lmeta, 1800, a.large_feast_timeout, 16
+        )
+        extra_md += "\n## Large scale\n\n" + large.render_md(report["large"])
+
     rows = table_rows(results)
     text = render_text(rows)
     lines = summary_lines(report)
@@ -697,6 +740,8 @@ def main() -> int:
     print(text)
     print()
     print("\n".join(lines))
+    if extra_md:
+        print(extra_md)
 
     os.makedirs(a.results, exist_ok=True)
     with open(os.path.join(a.results, "latest.json"), "w") as f:
@@ -705,6 +750,7 @@ def main() -> int:
         f.write(f"# tiffin vs Feast benchmark ({report['date']})\n\n")
         f.write(render_md(rows) + "\n\n")
         f.write("\n".join(f"- {x}" for x in lines) + "\n")
+        f.write(extra_md)
     print(f"\nwrote {os.path.relpath(os.path.join(a.results, 'latest.json'), ROOT)} and latest.md")
     failed = any(not r.get("ok") for lib in libs for r in results[lib].values())
     return 1 if failed else 0
