@@ -29,8 +29,9 @@ import gen_data  # noqa: E402
 
 PHASES = ["apply", "historical", "materialize", "online_1", "online_100"]
 # Separate harnesses with their own repos and tables: the feature servers under wrk
-# (serve.py) and the 100M-row bounded-memory run (large.py).
-EXTRA = ["serve", "large"]
+# (serve.py), the PostgreSQL and Spark offline stores (backends.py) and the 100M-row
+# bounded-memory run (large.py).
+EXTRA = ["serve", "backends", "large"]
 LIBS = ["tiffin", "feast"]
 LABEL = {"tiffin": "tiffin", "feast": "Feast"}
 
@@ -574,6 +575,7 @@ def main() -> int:
     ap.add_argument("--serve-workers", type=int, default=2)
     ap.add_argument("--soak", type=float, default=600, help="seconds of tiffin server soak (0: none)")
     ap.add_argument("--large-feast-timeout", type=float, default=1800)
+    ap.add_argument("--backends-scale", type=float, default=0.1)
     a = ap.parse_args()
 
     phases = parse_phases(a.phases)
@@ -720,6 +722,19 @@ def main() -> int:
             a.wait_idle,
         )
         extra_md += "\n## Feature server\n\n" + serve.render_md(report["serve"])
+    if "backends" in phases:
+        import backends
+
+        bscale = a.backends_scale
+        bdata = os.path.abspath(os.path.join(HERE, ".data", f"scale-{bscale:g}"))
+        gen_data.generate(bdata, bscale, anchor=a.anchor)
+        bwork = os.path.join(os.path.abspath(a.work), f"scale-{bscale:g}", "backends")
+        os.makedirs(bwork, exist_ok=True)
+        print(f"[{datetime.now():%H:%M:%S}] offline stores (scale {bscale:g})", flush=True)
+        report["backends"] = backends.run(bdata, bwork, pythons, envs, libs, ["postgres", "spark"])
+        extra_md += f"\n## PostgreSQL and Spark offline stores (scale {bscale:g})\n\n" + backends.render_md(
+            report["backends"]
+        )
     if "large" in phases:
         import large
 
@@ -728,9 +743,7 @@ def main() -> int:
         lwork = os.path.join(os.path.abspath(a.work), "large-100000x1000-5000000")
         os.makedirs(lwork, exist_ok=True)
         print(f"[{datetime.now():%H:%M:%S}] large scale: {lmeta['source_rows']:,} source rows", flush=True)
-        report["large"] = large.run(
-            pythons, envs, libs, lwork, ldata, lmeta, 1800, a.large_feast_timeout, 16
-        )
+        report["large"] = large.run(pythons, envs, libs, lwork, ldata, lmeta, 1800, a.large_feast_timeout, 16)
         extra_md += "\n## Large scale\n\n" + large.render_md(report["large"])
 
     rows = table_rows(results)

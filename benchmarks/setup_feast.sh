@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv-feast (Feast 0.67.0 with its DuckDB offline store, which pulls in
-# ibis-framework[duckdb], and its Redis online store) at the repo root, for the
-# benchmark's Feast side.
+# ibis-framework[duckdb], its Redis online store and its PostgreSQL and Spark offline
+# stores) at the repo root, for the benchmark's Feast side.
 # Idempotent: does nothing when .venv-feast already imports feast 0.67.0.
 set -euo pipefail
 
@@ -14,7 +14,7 @@ have_feast() {
     [ -x "$PY" ] && "$PY" - "$FEAST_VERSION" <<'PY' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
-import duckdb, ibis, redis  # the duckdb offline store needs duckdb and ibis; the redis online store redis
+import duckdb, ibis, redis, psycopg, pyspark  # offline duckdb, online redis, offline postgres and spark
 sys.exit(0 if version("feast") == sys.argv[1] else 1)
 PY
 }
@@ -32,12 +32,12 @@ fi
 
 UV="$ROOT/.venv/bin/uv"
 if [ -x "$UV" ]; then
-    "$UV" pip install --python "$PY" "feast[duckdb,redis]==$FEAST_VERSION"
+    "$UV" pip install --python "$PY" "feast[duckdb,redis,postgres,spark]==$FEAST_VERSION"
 elif command -v uv >/dev/null 2>&1; then
-    uv pip install --python "$PY" "feast[duckdb,redis]==$FEAST_VERSION"
+    uv pip install --python "$PY" "feast[duckdb,redis,postgres,spark]==$FEAST_VERSION"
 else
     "$PY" -m pip install --quiet --upgrade pip
-    "$PY" -m pip install "feast[duckdb,redis]==$FEAST_VERSION"
+    "$PY" -m pip install "feast[duckdb,redis,postgres,spark]==$FEAST_VERSION"
 fi
 
 if ! have_feast; then

@@ -1,0 +1,349 @@
+"""Historical retrieval on the PostgreSQL and Spark offline stores, tiffin beside Feast 0.67.
+
+    .venv/bin/python benchmarks/backends.py [--scale 0.1] [--backends postgres,spark]
+
+run.py calls this for its ``backends`` phase; alone it writes
+benchmarks/results/backends.json and backends.md.
+
+Same definitions and data as the main benchmark (side.py, gen_data.py), at a smaller
+scale by default (0.1: 650k driver rows, 600k customer rows, 100k entity rows): both
+libraries' PostgreSQL and Spark stores run the join inside the engine, and the
+engines, not the libraries, set the pace at full size. For PostgreSQL, the two Parquet
+sources are loaded into tables of a ``tiffin_bench`` schema of the local server
+(127.0.0.1:5432, user postgres) and each side's source is ``PostgreSQLSource(table=...)``;
+for Spark (local[2]), ``SparkSource(path=..., file_format="parquet")``. Each side's
+``get_historical_features(entity_df, 8 features).to_df()`` runs in a fresh child
+process; the training sets are compared row by row, with each other and with tiffin's
+DuckDB result on the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import gen_data  # noqa: E402
+
+PG = {"host": "127.0.0.1", "port": 5432, "database": "postgres", "user": "postgres"}
+SCHEMA = "tiffin_bench"
+SPARK_CONF = {
+    "spark.master": "local[2]",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.ui.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "4g",
+}
+
+
+def yaml_for(backend: str) -> str:
+    head = (
+        "project: bench\nregistry: data/registry.db\nprovider: local\n"
+        "online_store:\n  type: sqlite\n  path: data/online.db\nentity_key_serialization_version: 3\n"
+    )
+    if backend == "postgres":
+        return (
+            head
+            + "offline_store:\n  type: postgres\n"
+            + "".join(f"  {k}: {v}\n" for k, v in PG.items())
+            + f'  db_schema: {SCHEMA}\n  password: ""\n'
+            "  sslmode: disable\n"
+        )
+    if backend == "spark":
+        return (
+            head
+            + "offline_store:\n  type: spark\n  spark_conf:\n"
+            + "".join(f'    {k}: "{v}"\n' for k, v in SPARK_CONF.items())
+        )
+    return head + "offline_store:\n  type: duckdb\n"
+
+
+def load_postgres(data: str) -> None:
+    """The two sources as tables (COPY from the Parquet files), once per data set."""
+    import psycopg
+    import pyarrow.parquet as pq
+
+    types = {
+        "int64": "BIGINT",
+        "float": "REAL",
+        "double": "DOUBLE PRECISION",
+        "string": "TEXT",
+        "large_string": "TEXT",
+        "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+    }
+    with psycopg.connect(
+        host=PG["host"], port=PG["port"], dbname=PG["database"], user=PG["user"], autocommit=True
+    ) as con:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        for name in ("drivers", "customers"):
+            table = pq.read_table(os.path.join(data, f"{name}.parquet"))
+            stamp = os.path.getmtime(os.path.join(data, f"{name}.parquet"))
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.loaded (name TEXT PRIMARY KEY, stamp DOUBLE PRECISION)"
+            )
+            row = con.execute(f"SELECT stamp FROM {SCHEMA}.loaded WHERE name = %s", (name,)).fetchone()
+            if row and row[0] == stamp:
+                continue
+            cols = ", ".join(f'"{f.name}" {types[str(f.type)]}' for f in table.schema)
+            con.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{name}")
+            con.execute(f"CREATE TABLE {SCHEMA}.{name} ({cols})")
+            with con.cursor().copy(f"COPY {SCHEMA}.{name} FROM STDIN") as cp:
+                for batch in table.to_batches(100_000):
+                    for r in zip(*(c.to_pylist() for c in batch.columns)):
+                        cp.write_row(r)
+            con.execute(f"ANALYZE {SCHEMA}.{name}")
+            con.execute(
+                f"INSERT INTO {SCHEMA}.loaded VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
+                "SET stamp = EXCLUDED.stamp",
+                (name, stamp),
+            )
+
+
+# --------------------------------------------------------------------------- child
+
+
+def child(lib_name: str, backend: str, repo: str, data: str, out: str) -> int:
+    res: dict = {"lib": lib_name, "backend": backend, "ok": False}
+    try:
+        from side import FEATURES, definitions
+
+        lib = importlib.import_module(lib_name)
+        os.makedirs(os.path.join(repo, "data"), exist_ok=True)
+        with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
+            f.write(yaml_for(backend))
+        objs = definitions(lib, data)
+        if backend != "duckdb":
+            driver, customer, _, _, dv, cv, _svc = objs
+            if backend == "postgres":
+                if lib_name == "tiffin":
+                    Source = lib.PostgreSQLSource
+                else:
+                    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+                        PostgreSQLSource as Source,
+                    )
+                srcs = [
+                    Source(
+                        name=f"{n}_pg",
+                        table=f"{SCHEMA}.{n}",
+                        timestamp_field="event_timestamp",
+                        created_timestamp_column="created",
+                    )
+                    for n in ("drivers", "customers")
+                ]
+            else:
+                if lib_name == "tiffin":
+                    Source = lib.SparkSource
+                else:
+                    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+                        SparkSource as Source,
+                    )
+                srcs = [
+                    Source(
+                        name=f"{n}_spark",
+                        path=os.path.abspath(os.path.join(data, f"{n}.parquet")),
+                        file_format="parquet",
+                        timestamp_field="event_timestamp",
+                        created_timestamp_column="created",
+                    )
+                    for n in ("drivers", "customers")
+                ]
+            views = []
+            for v, src, ent in ((dv, srcs[0], driver), (cv, srcs[1], customer)):
+                views.append(
+                    lib.FeatureView(
+                        name=v.name, entities=[ent], ttl=v.ttl, schema=v.schema, source=src, online=False
+                    )
+                )
+            objs = [driver, customer, *srcs, *views]
+        store = lib.FeatureStore(repo_path=repo)
+        store.apply(objs)
+        import pandas as pd
+
+        entity = pd.read_parquet(os.path.join(data, "entity_df.parquet"))
+        t0 = time.perf_counter()
+        df = store.get_historical_features(entity_df=entity, features=FEATURES).to_df()
+        res["seconds"] = time.perf_counter() - t0
+        res["rows"] = len(df)
+        path = os.path.splitext(out)[0] + ".parquet"
+        df.reset_index(drop=True).to_parquet(path, index=False)
+        res["result_parquet"] = path
+        res["ok"] = True
+    except BaseException as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                res["vm_hwm_kib"] = int(line.split()[1])
+    with open(out, "w") as f:
+        json.dump(res, f, indent=2, default=str)
+    return 0 if res["ok"] else 1
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run(
+    data: str,
+    work: str,
+    pythons: dict,
+    envs: dict,
+    libs: list[str],
+    backends: list[str],
+    timeout_s: float = 1800,
+) -> dict:
+    from large import tree_rss_kib
+    from run import compare_historical
+
+    report: dict = {"backends": {}}
+    if "postgres" in backends:
+        t0 = time.perf_counter()
+        load_postgres(data)
+        report["postgres_load_seconds"] = time.perf_counter() - t0
+    jobs = [("tiffin", "duckdb")] + [(lib, b) for b in backends for lib in libs]
+    for lib, backend in jobs:
+        repo = os.path.join(work, f"{backend}-{lib}")
+        shutil.rmtree(repo, ignore_errors=True)
+        os.makedirs(repo)
+        out = os.path.join(work, f"{backend}-{lib}.json")
+        log = os.path.join(work, f"{backend}-{lib}.log")
+        print(f"[{datetime.now():%H:%M:%S}] {backend:8s} {lib:6s} historical ...", end=" ", flush=True)
+        peak = 0
+        with open(log, "w") as lf:
+            proc = subprocess.Popen(
+                [pythons[lib], os.path.abspath(__file__), "--child", lib, backend, repo, data, out],
+                stdout=lf,
+                stderr=subprocess.STDOUT,
+                env=envs[lib],
+                cwd=ROOT,
+                start_new_session=True,
+            )
+            t0 = time.perf_counter()
+            while proc.poll() is None:
+                peak = max(peak, tree_rss_kib(proc.pid))  # Spark's JVM is a child process
+                if time.perf_counter() - t0 > timeout_s:
+                    proc.kill()
+                    proc.wait()
+                time.sleep(0.2)
+        res = (
+            json.load(open(out)) if os.path.exists(out) else {"ok": False, "error": f"exit {proc.returncode}"}
+        )
+        res["peak_rss_mib"] = max(peak, res.get("vm_hwm_kib", 0)) / 1024
+        report["backends"].setdefault(backend, {})[lib] = res
+        print(
+            f"{res['seconds']:.1f} s, peak RSS {res['peak_rss_mib']:,.0f} MiB"
+            if res.get("ok")
+            else f"FAILED: {res.get('error', '')[:300]}",
+            flush=True,
+        )
+    base = report["backends"].get("duckdb", {}).get("tiffin", {})
+    entity = os.path.join(data, "entity_df.parquet")
+    for backend in backends:
+        sides = report["backends"].get(backend, {})
+        cmp: dict = {}
+        if all(sides.get(x, {}).get("ok") for x in ("tiffin", "feast")):
+            c = compare_historical(
+                entity,
+                {"tiffin": sides["tiffin"]["result_parquet"], "feast": sides["feast"]["result_parquet"]},
+            )
+            cmp["tiffin_vs_feast"] = {
+                k: c.get(k)
+                for k in ("exact", "mismatching_cells", "mismatches_by_column", "order_kept", "reason")
+            }
+        if base.get("ok") and sides.get("tiffin", {}).get("ok"):
+            c = compare_historical(
+                entity, {"tiffin": sides["tiffin"]["result_parquet"], "feast": base["result_parquet"]}
+            )
+            cmp["tiffin_vs_tiffin_duckdb"] = {
+                k: c.get(k) for k in ("exact", "mismatching_cells", "mismatches_by_column", "reason")
+            }
+        sides["comparison"] = cmp
+    return report
+
+
+def render_md(report: dict) -> str:
+    lines = [
+        "| offline store | tiffin s | Feast s | tiffin/Feast | tiffin peak RSS MiB | Feast peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for backend, sides in report["backends"].items():
+        t, f = sides.get("tiffin", {}), sides.get("feast", {})
+
+        def cell(r: dict, key: str, fmt: str) -> str:
+            if not r:
+                return "-"
+            return fmt.format(r[key]) if r.get("ok") else "FAILED"
+
+        ratio = f"{t['seconds'] / f['seconds']:.2f}x" if t.get("ok") and f.get("ok") else "-"
+        lines.append(
+            f"| {backend} | {cell(t, 'seconds', '{:.2f}')} | {cell(f, 'seconds', '{:.2f}')} | {ratio} | "
+            f"{cell(t, 'peak_rss_mib', '{:,.0f}')} | {cell(f, 'peak_rss_mib', '{:,.0f}')} |"
+        )
+    lines.append("")
+    for backend, sides in report["backends"].items():
+        for name, c in sides.get("comparison", {}).items():
+            verdict = (
+                "exact"
+                if c.get("exact")
+                else f"NOT exact ({c.get('mismatching_cells')} cells, "
+                f"{c.get('mismatches_by_column')}, {c.get('reason', '')})"
+            )
+            lines.append(f"- {backend}, {name.replace('_', ' ')}: {verdict}")
+        for lib in ("tiffin", "feast"):
+            r = sides.get(lib)
+            if r and not r.get("ok"):
+                lines.append(f"- {backend} {lib} failed: {r.get('error', '')[:400]}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child(*sys.argv[2:7])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=0.1)
+    ap.add_argument("--backends", default="postgres,spark")
+    ap.add_argument("--libs", default="tiffin,feast")
+    ap.add_argument("--anchor", default="now")
+    ap.add_argument("--work", default=os.path.join(HERE, ".work"))
+    ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    a = ap.parse_args()
+    import run as runner
+
+    tag = f"scale-{a.scale:g}"
+    data = os.path.join(HERE, ".data", tag)
+    gen_data.generate(data, a.scale, anchor=a.anchor)
+    libs = [x for x in a.libs.split(",") if x]
+    pythons = {
+        "tiffin": os.path.join(ROOT, ".venv", "bin", "python"),
+        "feast": os.path.join(ROOT, ".venv-feast", "bin", "python"),
+    }
+    pycache = os.path.join(os.path.abspath(a.work), "pycache")
+    envs = {lib: runner.child_env(pycache) for lib in libs}
+    work = os.path.join(os.path.abspath(a.work), tag, "backends")
+    os.makedirs(work, exist_ok=True)
+    report = run(data, work, pythons, envs, libs, [x for x in a.backends.split(",") if x])
+    report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report["scale"] = a.scale
+    os.makedirs(a.results, exist_ok=True)
+    with open(os.path.join(a.results, "backends.json"), "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    md = render_md(report)
+    with open(os.path.join(a.results, "backends.md"), "w") as f:
+        f.write(f"# Offline stores: tiffin vs Feast ({report['date']}, scale {a.scale:g})\n\n{md}")
+    print("\n" + md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
