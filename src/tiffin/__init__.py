@@ -18,9 +18,11 @@ from tiffin.definitions import (
     FileSource,
     OnDemandFeatureView,
     ParquetFormat,
+    PostgreSQLSource,
     Project,
     PushSource,
     RequestSource,
+    SparkSource,
 )
 from tiffin.offline.base import RetrievalJob
 from tiffin.online.reader import FieldStatus, OnlineResponse
@@ -38,8 +40,8 @@ _compat.install()
 __all__ = [
     "BatchFeatureView", "DataSource", "Entity", "FeatureService", "FeatureStore", "FeatureView",
     "Field", "FieldStatus", "FileSource", "OnDemandFeatureView", "OnlineResponse",
-    "ParquetFormat", "Project", "PushMode", "PushSource", "RepoConfig", "RequestSource",
-    "RetrievalJob", "ValueType",
+    "ParquetFormat", "PostgreSQLSource", "Project", "PushMode", "PushSource", "RepoConfig", "RequestSource",
+    "RetrievalJob", "SparkSource", "ValueType",
     "__version__",
 ]
 # As in Feast, the decorator lives in its module: tiffin.on_demand_feature_view is that module

@@ -30,8 +30,18 @@ ALIASES = {
     "tiffin.on_demand_feature_view": "tiffin.definitions.on_demand",
     "tiffin.feature_logging": "tiffin.definitions.on_demand",
     "tiffin.request_source": "tiffin.definitions.sources",
+    "tiffin.saved_dataset": "tiffin.definitions.saved_dataset",
 }
-_PARENTS = {"tiffin.infra", "tiffin.infra.offline_stores"}
+# Feast keeps SparkSource under contrib/.
+ALIASES["tiffin.infra.offline_stores.contrib.spark_offline_store.spark_source"] = \
+    "tiffin.definitions.sources"
+_PARENTS = {"tiffin.infra", "tiffin.infra.offline_stores", "tiffin.infra.offline_stores.contrib",
+            "tiffin.infra.offline_stores.contrib.spark_offline_store"}
+# ... and PostgreSQLSource (postgres_source) beside its store's config (postgres).
+_PG = "tiffin.infra.offline_stores.contrib.postgres_offline_store"
+ALIASES[f"{_PG}.postgres_source"] = "tiffin.definitions.sources"
+ALIASES[f"{_PG}.postgres"] = "tiffin.offline.postgres.config"
+_PARENTS.add(_PG)
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -121,7 +121,13 @@ def _load_and_resolve(ctx: click.Context) -> tuple[Any, list[Any]]:
 @click.option("--no-progress", is_flag=True, hidden=True)
 @click.pass_context
 def apply(ctx: click.Context, skip_source_validation: bool, no_progress: bool) -> None:
-    """Register the repository's definitions; delete what the repository no longer has."""
+    """Register the repository's definitions; delete what the repository no longer has.
+
+    Several repositories may share one project: each apply records this repository
+    (by its folder name) as an owner of what it applies, and an object it no longer
+    defines is deleted only if no other repository still defines it. Saved datasets,
+    created through the SDK, are never deleted by apply.
+    """
     store, objects = _load_and_resolve(ctx)
     diff = store.apply(objects, partial=False)
     click.echo(str(diff))
@@ -215,19 +221,18 @@ def materialize_incremental(ctx: click.Context, end_ts: str, views: tuple[str, .
 def serve(ctx: click.Context, host: str, port: int, workers: int, registry_ttl: float,
           no_access_log: bool) -> None:
     """Run the HTTP feature server (Feast's JSON API)."""
-    try:
-        import uvicorn
-    except ImportError:
+    import importlib.util
+    if importlib.util.find_spec("uvicorn") is None:
         from tiffin.errors import MissingDependencyError
-        raise MissingDependencyError("uvicorn", "server") from None
+        raise MissingDependencyError("uvicorn", "server")
     _store(ctx).close()  # fail here, with a one-line error, if the repository is broken
     os.environ["TIFFIN_REPO_PATH"] = str(_repo(ctx))
     os.environ["TIFFIN_REGISTRY_TTL"] = str(registry_ttl)
     if ctx.find_root().obj.get("fs_yaml"):
         os.environ["TIFFIN_FS_YAML"] = ctx.find_root().obj["fs_yaml"]
     click.echo(f"Serving project at http://{host}:{port} ({workers} worker(s))", err=True)
-    uvicorn.run("tiffin.server.app:app_from_env", factory=True, host=host, port=port,
-                workers=workers, access_log=False, log_level="warning")
+    from tiffin.server import workers as supervisor
+    supervisor.run(host, port, workers, access_log=False, log_level="warning")
 
 
 @cli.command("registry-dump")
@@ -276,6 +281,11 @@ LISTINGS: dict[str, tuple[str, list[str], Callable[[Any], list[str]]]] = {
                          lambda s: [s.name, ", ".join(
                              f"{p['view']}[{','.join(p['features'])}]" if p["features"]
                              else p["view"] for p in s.projections)]),
+    "saved-datasets": ("saved_datasets", ["NAME", "FEATURES", "STORAGE", "LOCATION", "CREATED"],
+                       lambda d: [d.name, str(len(d.features)), d.storage.storage_type,
+                                  d.storage.location,
+                                  d.created_timestamp.isoformat(timespec="seconds")
+                                  if d.created_timestamp else ""]),
     "data-sources": ("data_sources", ["NAME", "TYPE", "LOCATION"],
                      lambda d: [d.name, d.source_type, getattr(d, "path", "") or (
                          d.batch_source.name if getattr(d, "batch_source", None) else "")]),

@@ -20,10 +20,10 @@ import warnings
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
 
 from tiffin.errors import ConfigError, UnknownBackendError, did_you_mean
 
@@ -135,25 +135,79 @@ def _format_validation(e: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
+# Schemes that mean a database, not a file: `registry_type: sql` was probably forgotten.
+SQL_SCHEMES = ("postgresql", "postgres", "sqlite", "mysql", "mariadb", "mssql", "oracle")
+REGISTRY_TYPES = ("file", "sql")
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    return _URL_PASSWORD.sub(r"\1***@", url)
+
+
+def url_scheme(path: str) -> str:
+    """``s3://b/k`` -> ``s3``; ``postgresql+psycopg://...`` -> ``postgresql``; a path -> ``''``."""
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", path)
+    return m.group(1).split("+")[0].lower() if m else ""
+
+
 class RegistryConfig(BaseModel):
+    """``registry:`` -- a path (local file, ``s3://bucket/key``, another fsspec URL) or, with
+    ``registry_type: sql``, a SQLAlchemy URL.
+
+    >>> RegistryConfig(path="s3://bucket/registry.json").registry_type
+    'file'
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    registry_type: str = "file"
+    registry_type: Literal["file", "sql"] = "file"
     path: str
     cache_ttl_seconds: float = 600.0  # 0: never refresh on its own (Feast's meaning too)
+    s3_endpoint_url: str | None = None  # else AWS_ENDPOINT_URL(_S3), else AWS itself
+    s3_additional_kwargs: dict[str, str] | None = None  # extra PutObject arguments, e.g. SSE
+    sqlalchemy_config_kwargs: dict[str, Any] = {}  # passed to create_engine
 
     feast_keys: ClassVar[frozenset[str]] = frozenset({
-        "registry_store_type", "cache_mode", "s3_additional_kwargs", "purge_feast_metadata",
+        "registry_store_type", "cache_mode", "purge_feast_metadata",
         "enable_online_feature_view_versioning", "serve_features_while_materializing", "mcp",
-        "sqlalchemy_config_kwargs", "thread_pool_executor_worker_count", "schema_mode",
-        "read_path"})
+        "thread_pool_executor_worker_count", "schema_mode", "read_path"})
 
-    @field_validator("registry_type")
-    @classmethod
-    def _known_type(cls, v: str) -> str:
-        if v != "file":
-            raise ValueError(f"registry_type {v!r} is not supported yet (supported: file)")
-        return v
+    @field_serializer("path")
+    def _redacted_path(self, path: str) -> str:
+        return redact_url(path)
+
+
+def check_registry(data: dict[str, Any]) -> None:
+    """Errors with hints for a ``registry:`` mapping that cannot work, before pydantic."""
+    kind = data.get("registry_type", "file")
+    if kind not in REGISTRY_TYPES:
+        unsupported = kind in ("snowflake.registry", "remote")
+        raise UnknownBackendError(
+            f"registry: registry_type {kind!r} is not supported"
+            + (" by tiffin" if unsupported else ""),
+            hint=did_you_mean(str(kind), REGISTRY_TYPES)
+            or f"use one of: {', '.join(REGISTRY_TYPES)}")
+    path = data.get("path")
+    if not isinstance(path, str):
+        return  # pydantic says what is wrong with it
+    scheme = url_scheme(path)
+    shown = redact_url(path)
+    if kind == "sql" and not scheme:
+        raise ConfigError(f"registry: registry_type sql needs a SQLAlchemy URL as path, got "
+                          f"{shown!r}", hint="e.g. postgresql+psycopg://user@host:5432/db or "
+                                             "sqlite:///data/registry.db")
+    if kind == "file" and scheme in SQL_SCHEMES:
+        raise ConfigError(f"registry: path {shown!r} is a database URL",
+                          hint="add registry_type: sql to the registry section")
+    if kind == "file" and scheme == "s3" and not re.fullmatch(r"s3://[^/]+/.+", path):
+        raise ConfigError(f"registry: path {shown!r} is not s3://bucket/key",
+                          hint="e.g. s3://my-bucket/feast/registry.json")
+    for key in ("s3_endpoint_url", "s3_additional_kwargs"):
+        if data.get(key) is not None and scheme != "s3":
+            warnings.warn(f"registry: {key} is ignored: path is not an s3:// URL",
+                          UserWarning, stacklevel=5)
 
 
 class RepoConfig(BaseModel):
@@ -195,6 +249,7 @@ class RepoConfig(BaseModel):
             if isinstance(reg, dict):
                 data["registry"] = check_keys(reg, RegistryConfig, "registry",
                                               RegistryConfig.feast_keys)
+                check_registry(data["registry"])
         if "online_store" not in data:
             data["online_store"] = {"type": "sqlite"}
         if data["online_store"] is not None:

@@ -12,14 +12,16 @@
     │   ├── FeatureViewNotFoundError
     │   ├── FeatureServiceNotFoundError
     │   ├── FeatureNotFoundError
-    │   └── PushSourceNotFoundError
+    │   ├── PushSourceNotFoundError
+    │   └── SavedDatasetNotFoundError
     ├── RequestError (ValueError)             bad input to a call: fix the call, not the server
     │   ├── EntityDataFrameError              entity_df lacks a join key / timestamp column
     │   ├── EntityValueError                  an entity value of the wrong type
     │   └── FeatureNameCollisionError         same feature name from two views
     ├── RegistryError                         the registry cannot be read or written
     │   ├── RegistryFormatError               unreadable or from a newer tiffin
-    │   └── RegistryConflictError             lost a race with another writer (transient)
+    │   ├── RegistryConflictError             lost a race with another writer (transient)
+    │   └── RegistryUnavailableError          cannot reach its bucket or database (transient)
     ├── TransformationError                   an on-demand view's function failed
     ├── BackendError                          a store or engine failed underneath us
     │   └── StoreUnavailableError             cannot reach the store (transient)
@@ -114,6 +116,10 @@ class PushSourceNotFoundError(NotFoundError):
     kind = "push source"
 
 
+class SavedDatasetNotFoundError(NotFoundError):
+    kind = "saved dataset"
+
+
 class RequestError(TiffinError, ValueError):
     """The call's arguments are wrong."""
 
@@ -140,6 +146,12 @@ class RegistryFormatError(RegistryError):
 
 class RegistryConflictError(RegistryError):
     """Another writer committed first; re-read and retry."""
+
+    transient = True
+
+
+class RegistryUnavailableError(RegistryError):
+    """The registry's object store or database cannot be reached right now."""
 
     transient = True
 

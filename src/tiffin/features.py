@@ -57,6 +57,13 @@ class FeaturePlan:
         visible = [n for n in self.output_names if not self.odfvs or n in self._view_names()]
         return visible + [n for v in self.views for n in v.output_names if n.startswith(HIDDEN)]
 
+    @property
+    def feature_refs(self) -> list[str]:
+        """``view:feature`` for each output feature, in request order."""
+        ref = {out: f"{r.name}:{f.name}" for r in [*self.views, *self.odfvs]
+               for f, out in zip(r.features, r.output_names)}
+        return [ref[n] for n in self.output_names]
+
     def _view_names(self) -> set[str]:
         return {n for v in self.views for n in v.output_names}
 

@@ -6,6 +6,9 @@
 >>> store.materialize_incremental(end_date=datetime.now(timezone.utc))         # doctest: +SKIP
 >>> store.get_online_features(["driver_hourly_stats:conv_rate"],
 ...                           [{"driver_id": 1001}]).to_dict()                 # doctest: +SKIP
+>>> store.create_saved_dataset(from_=store.get_historical_features(entity_df, features),
+...     name="training_v1",
+...     storage=SavedDatasetFileStorage(path="data/training_v1.parquet"))       # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,16 +30,18 @@ from tiffin.definitions import (
     Entity,
     FeatureService,
     FeatureView,
+    SavedDataset,
+    SavedDatasetStorage,
 )
 from tiffin.errors import RequestError
 from tiffin.features import FeaturePlan, plan_features
 from tiffin.materialize.base import Engine, MaterializeResult
-from tiffin.offline.base import OfflineStore, RetrievalJob, entity_df_columns, prepare_entity
+from tiffin.offline import saved_datasets
+from tiffin.offline.base import OfflineStore, RetrievalJob, historical_job
 from tiffin.online.base import OnlineStore
 from tiffin.online.reader import OnlineResponse, read_online
 from tiffin.push import PushMode
-from tiffin.registry import Diff, Registry
-from tiffin.registry.file import FileRegistryStore
+from tiffin.registry import Diff, Registry, open_registry
 from tiffin.transform import on_demand_offline
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -68,9 +73,7 @@ class FeatureStore:
             config = config.model_copy(update={"repo_path": Path(repo_path or ".").resolve()})
         self.config = config
         self.repo_path = config.repo_path
-        reg = config.registry
-        self.registry = Registry(FileRegistryStore(config.resolve_path(reg.path)),
-                                 config.project, reg.cache_ttl_seconds)
+        self.registry: Registry = open_registry(config)
         self._plans: dict[tuple, tuple[int, FeaturePlan]] = {}
 
     @property
@@ -206,13 +209,14 @@ class FeatureStore:
                                hint="pass a DataFrame/Arrow table/Parquet path with join keys "
                                     "and an event_timestamp column")
         plan = self._plan(features, full_feature_names)
-        table, ts_col = prepare_entity(entity_df, plan)
-        job = self.offline_store.get_historical_features(table, ts_col, plan,
-                                                         full_feature_names)
+        job, entity_columns = historical_job(self.offline_store, entity_df, plan,
+                                             full_feature_names)
+        # What create_saved_dataset records, whatever the backend put in the metadata.
+        job.metadata.setdefault("feature_refs", plan.feature_refs)
+        job.metadata.setdefault("keys", plan.entity_columns)
         if not plan.odfvs:
             return job
         # On-demand views run on the joined rows, in this process, whatever the store.
-        entity_columns = entity_df_columns(table)
 
         def reader(batch_rows: int) -> Any:
             import pyarrow as pa
@@ -228,6 +232,49 @@ class FeatureStore:
         """Latest values for each entity row, with a status per value."""
         plan = self._plan(features, full_feature_names)
         return read_online(self.online_store, plan, entity_rows)
+
+    # -- saved datasets ------------------------------------------------------------------
+    def create_saved_dataset(self, from_: RetrievalJob, name: str, storage: SavedDatasetStorage,
+                             tags: dict[str, str] | None = None,
+                             feature_service: FeatureService | str | None = None,
+                             allow_overwrite: bool = False, **_feast_only: Any
+                             ) -> SavedDataset:
+        """Write a retrieval's rows to ``storage`` (streamed, never all in memory) and
+        register them as saved dataset ``name``. A name or file already taken is a
+        RequestError unless ``allow_overwrite``."""
+        if not isinstance(from_, RetrievalJob) or "feature_refs" not in from_.metadata:
+            raise RequestError("from_ must be the RetrievalJob of get_historical_features",
+                               hint="job = store.get_historical_features(entity_df, features)")
+        if not isinstance(storage, SavedDatasetStorage):
+            raise RequestError(f"storage must be a SavedDatasetStorage, got {storage!r}",
+                               hint="storage=SavedDatasetFileStorage(path='data/x.parquet')")
+        meta = from_.metadata
+        dataset = SavedDataset(name=name, features=meta["feature_refs"],
+                               join_keys=meta.get("keys", []), storage=storage,
+                               full_feature_names=from_.full_feature_names, tags=tags,
+                               feature_service_name=getattr(feature_service, "name",
+                                                            feature_service))
+        dataset.min_event_timestamp = meta.get("min_event_timestamp")
+        dataset.max_event_timestamp = meta.get("max_event_timestamp")
+        if not allow_overwrite:  # before writing anything; checked again on commit
+            self.registry.check_saved_dataset_name(name)
+        saved_datasets.persist(self.offline_store, from_, storage, allow_overwrite,
+                               self.repo_path)
+        self.registry.apply_saved_dataset(dataset, allow_overwrite)
+        return self._attach(dataset)
+
+    def get_saved_dataset(self, name: str) -> SavedDataset:
+        """A saved dataset by name; ``.to_df()``, ``.to_arrow()``, ``.to_polars()`` read it."""
+        return self._attach(self.registry.get("saved_datasets", name, allow_cache=False))
+
+    def list_saved_datasets(self, allow_cache: bool = False,
+                            tags: dict[str, str] | None = None, **_feast_only: Any
+                            ) -> list[SavedDataset]:
+        return [self._attach(d) for d in self.registry.list("saved_datasets", tags, allow_cache)]
+
+    def _attach(self, dataset: SavedDataset) -> SavedDataset:
+        return dataset.with_reader(lambda batch_rows: saved_datasets.read(
+            self.offline_store, dataset, self.repo_path, batch_rows))
 
     # -- writes --------------------------------------------------------------------------
     def push(self, push_source_name: str, df: Any, allow_registry_cache: bool = True,

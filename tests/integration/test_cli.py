@@ -329,6 +329,43 @@ def test_edit_plan_apply_teardown(workspace, template):
     assert json.loads(registry.read_text())["projects"][PROJECT]["entities"] == {}
 
 
+# -- saved datasets: made by the SDK, listed by the CLI, kept by `apply` ---------------------
+
+def test_saved_datasets_list_describe_and_survive_apply(workspace, template):
+    from tiffin import FeatureStore
+    from tiffin.definitions import SavedDatasetFileStorage
+    from tiffin.repo import load_repo
+
+    repo = copy_repo(template[0], workspace / "saved_datasets")
+    with FeatureStore(repo_path=repo) as store:
+        store.apply(load_repo(repo).objects, partial=False)
+        entity_df = pd.DataFrame({"driver_id": [1001, 1002],
+                                  "event_timestamp": [datetime.now(timezone.utc)] * 2})
+        job = store.get_historical_features(entity_df, [f"{VIEW}:conv_rate", f"{VIEW}:city"])
+        store.create_saved_dataset(from_=job, name="training_v1", tags={"team": "ml"},
+                                   storage=SavedDatasetFileStorage(path="data/training.parquet"))
+    ok(run("apply", cwd=repo))  # syncs the registry to the repository: must keep the dataset
+    results = run_all({
+        "list": (("saved-datasets", "list"), repo),
+        "list_tagged": (("saved-datasets", "list", "--tags", "team:other"), repo),
+        "describe": (("saved-datasets", "describe", "training_v1"), repo),
+        "unknown": (("saved-datasets", "describe", "training_v2"), repo),
+    })
+    lines = ok(results["list"]).out.splitlines()
+    assert lines[0].split() == ["NAME", "FEATURES", "STORAGE", "LOCATION", "CREATED"]
+    assert lines[1].split()[:4] == ["training_v1", "2", "file", "data/training.parquet"]
+    assert ok(results["list_tagged"]).out.splitlines()[1:] == []
+    doc = yaml.safe_load(ok(results["describe"]).out)
+    assert doc["features"] == [f"{VIEW}:conv_rate", f"{VIEW}:city"]
+    assert doc["join_keys"] == ["driver_id"]
+    assert doc["storage"]["path"] == "data/training.parquet"
+    assert doc["tags"] == {"team": "ml"}
+    error, _ = assert_clean_error(results["unknown"], hint="did you mean 'training_v1'?")
+    assert error == "Error: saved dataset 'training_v2' not found in project 'demo'"
+    with FeatureStore(repo_path=repo) as store:
+        assert store.get_saved_dataset("training_v1").to_arrow().num_rows == 2
+
+
 # -- broken repositories ---------------------------------------------------------------------
 
 STRAY = "scratch/explore.py"

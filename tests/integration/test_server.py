@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -203,3 +204,77 @@ def test_tiffin_serve_over_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_workers_share_connections_evenly_and_are_restarted(tmp_path):
+    """`serve --workers 2`: the acceptor deals keep-alive connections to the worker with
+    the fewest, replaces a worker that dies, and SIGTERM stops everything."""
+    import http.client
+
+    import psutil
+
+    make_repo(tmp_path).close()
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tiffin.cli", "serve", "--port", str(port),
+                             "--workers", "2"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    parent = psutil.Process(proc.pid)
+
+    def workers() -> list[psutil.Process]:  # live ones, not multiprocessing's resource tracker
+        out = []
+        for w in parent.children():
+            try:
+                if "resource_tracker" not in " ".join(w.cmdline()):
+                    out.append(w)
+            except psutil.Error:  # exited, not yet reaped by the server
+                pass
+        return out
+
+    def per_worker() -> list[int]:
+        return sorted(sum(1 for c in w.net_connections("tcp")
+                          if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+                      for w in workers())
+
+    body = json.dumps({"features": ["stats:trips"], "entities": {"driver_id": [1, 2]}})
+    conns = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers()) < 2 or not _healthy(port):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+        for _ in range(8):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("POST", "/get-online-features", body, {"content-type": "application/json"})
+            r = c.getresponse()
+            assert r.status == 200 and json.loads(r.read())["results"][1]["values"] == [3, 4]
+            conns.append(c)
+        assert per_worker() == [4, 4]
+        for c in conns[:4]:
+            c.close()
+        time.sleep(0.5)
+        victim = workers()[0]
+        victim.kill()
+        deadline = time.monotonic() + 60
+        while victim.pid in [w.pid for w in workers()] or len(workers()) < 2 \
+                or not _healthy(port):
+            assert time.monotonic() < deadline, "worker not replaced"
+            time.sleep(0.2)
+        assert len(workers()) == 2
+        last = workers()
+    finally:
+        for c in conns:
+            c.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+    gone, alive = psutil.wait_procs(last, timeout=15)
+    assert not alive, "workers outlived the server"
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

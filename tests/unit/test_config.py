@@ -300,3 +300,53 @@ def test_redacted_config_is_plain_data():
     assert "repo_path" not in dumped
     assert dumped["online_store"]["type"] == "sqlite"
     assert dumped["registry"]["path"] == "data/registry.json"
+
+
+# -- registry kinds: file (local, s3://, fsspec), sql ----------------------------------------
+
+@pytest.mark.parametrize("registry, kind, path", [
+    ("s3://bucket/feast/registry.json", "file", "s3://bucket/feast/registry.json"),
+    ({"path": "s3://b/r.json", "s3_endpoint_url": "http://127.0.0.1:9000"}, "file", "s3://b/r.json"),
+    ({"registry_type": "sql", "path": "sqlite:///data/registry.db"}, "sql",
+     "sqlite:///data/registry.db"),
+    ({"registry_type": "sql", "path": "postgresql+psycopg://postgres@127.0.0.1:5432/db",
+      "sqlalchemy_config_kwargs": {"echo": False}}, "sql",
+     "postgresql+psycopg://postgres@127.0.0.1:5432/db"),
+])
+def test_registry_kinds(registry, kind, path):
+    cfg = RepoConfig(project="demo", registry=registry)
+    assert cfg.registry.registry_type == kind
+    assert cfg.registry.path == path
+
+
+@pytest.mark.parametrize("registry, exc, message, hint", [
+    ({"registry_type": "sqll", "path": "x"}, UnknownBackendError, "registry_type 'sqll'",
+     "did you mean 'sql'?"),
+    ({"registry_type": "remote", "path": "h:6570"}, UnknownBackendError, "not supported by tiffin",
+     "use one of: file, sql"),
+    ({"registry_type": "sql", "path": "data/registry.db"}, ConfigError, "needs a SQLAlchemy URL",
+     "sqlite:///data/registry.db"),
+    ({"path": "postgresql://u:pw@h/db"}, ConfigError, "is a database URL",
+     "add registry_type: sql to the registry section"),
+    ("s3://bucket-only", ConfigError, "not s3://bucket/key", "e.g. s3://my-bucket/"),
+    ({"path": "s3://b/k", "s3_endpoint": "http://x"}, ConfigError, "unknown key 's3_endpoint'",
+     "did you mean 's3_endpoint_url'?"),
+])
+def test_bad_registry_sections(registry, exc, message, hint):
+    with pytest.raises(exc, match=message) as info:
+        RepoConfig(project="demo", registry=registry)
+    assert hint in info.value.hint
+    assert "pw" not in str(info.value)
+
+
+def test_registry_url_password_is_redacted():
+    cfg = RepoConfig(project="demo", registry={
+        "registry_type": "sql", "path": "postgresql://tiffin:s3cr3t@db:5432/registry"})
+    assert cfg.registry.path == "postgresql://tiffin:s3cr3t@db:5432/registry"  # usable...
+    assert cfg.redacted()["registry"]["path"] == "postgresql://tiffin:***@db:5432/registry"
+
+
+def test_s3_keys_on_a_local_registry_warn():
+    with pytest.warns(UserWarning, match="s3_endpoint_url is ignored"):
+        RepoConfig(project="demo", registry={"path": "data/r.json",
+                                             "s3_endpoint_url": "http://x"})

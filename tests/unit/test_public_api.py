@@ -13,7 +13,8 @@ import tiffin.errors as errors
 EXPECTED_ALL = {
     "BatchFeatureView", "DataSource", "Entity", "FeatureService", "FeatureStore", "FeatureView",
     "Field", "FieldStatus", "FileSource", "OnDemandFeatureView", "OnlineResponse", "ParquetFormat", "Project",
-    "PushMode", "PushSource", "RepoConfig", "RequestSource", "RetrievalJob", "ValueType",
+    "PushMode", "PushSource", "RepoConfig", "RequestSource", "RetrievalJob", "SparkSource",
+    "ValueType", "PostgreSQLSource",
     "__version__",
 }
 
@@ -53,6 +54,14 @@ FEAST_IMPORTS = [
     ("from tiffin.feature_service import FeatureService", ["FeatureService"]),
     ("from tiffin.feature_store import FeatureStore", ["FeatureStore"]),
     ("from tiffin.repo_config import RepoConfig", ["RepoConfig"]),
+    ("from tiffin.saved_dataset import SavedDataset, SavedDatasetStorage",
+     ["SavedDataset", "SavedDatasetStorage"]),
+    ("from tiffin.infra.offline_stores.file_source import SavedDatasetFileStorage",
+     ["SavedDatasetFileStorage"]),
+    ("from tiffin.infra.offline_stores.contrib.postgres_offline_store.postgres_source import "
+     "PostgreSQLSource", ["PostgreSQLSource"]),
+    ("from tiffin.infra.offline_stores.contrib.postgres_offline_store.postgres import "
+     "PostgreSQLOfflineStoreConfig", ["PostgreSQLOfflineStoreConfig"]),
     ("from tiffin import Entity, FeatureView, Field, FileSource, FeatureService, PushSource, "
      "Project, RequestSource, FeatureStore, RepoConfig, ValueType",
      ["Entity", "FeatureView", "Field", "FileSource", "FeatureService", "PushSource", "Project",
@@ -93,7 +102,7 @@ def test_error_module_defines_the_documented_classes():
     assert {"TiffinError", "ConfigError", "UnknownBackendError", "DefinitionError",
             "NotFoundError", "EntityNotFoundError", "FeatureViewNotFoundError",
             "FeatureServiceNotFoundError", "DataSourceNotFoundError", "FeatureNotFoundError",
-            "PushSourceNotFoundError", "RequestError", "EntityDataFrameError",
+            "PushSourceNotFoundError", "SavedDatasetNotFoundError", "RequestError", "EntityDataFrameError",
             "RegistryError", "RegistryFormatError", "RegistryConflictError", "BackendError",
             "StoreUnavailableError", "MissingDependencyError"} <= names
 

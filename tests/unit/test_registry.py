@@ -148,3 +148,88 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         assert p.exitcode == 0
     names = {e.name for e in Registry(FileRegistryStore(path), "proj").list("entities")}
     assert names == {f"e{w}_{i}" for w in range(6) for i in range(10)}
+
+
+# -- several repositories sharing one project (what `tiffin apply` does: a full sync) ---------
+
+def test_full_syncs_from_two_repositories_share_a_project(tmp_path):
+    store = FileRegistryStore(tmp_path / "registry.json")
+    team_a = Registry(store, "proj", repository="team_a")
+    team_b = Registry(store, "proj", repository="team_b")
+    team_a.apply([entity("shared"), entity("a1")], partial=False)
+    diff = team_b.apply([entity("shared"), entity("b1")], partial=False)
+    assert [(c.op, c.name) for c in diff.changes] == [("create", "b1")]
+    assert diff.kept == 1 and "1 defined by other repositories left as they are" in str(diff)
+    assert {e.name for e in team_a.list("entities", allow_cache=False)} == {"shared", "a1", "b1"}
+
+    # team_a drops a1 and the shared entity: a1 goes; shared stays, team_b still defines it.
+    assert team_a.plan([], partial=False).of("delete") == team_a.apply([], partial=False).of(
+        "delete")
+    assert {e.name for e in team_a.list("entities", allow_cache=False)} == {"shared", "b1"}
+    owners = team_a.snapshot().data["owners"]
+    assert owners == {"entities/shared": ["team_b"], "entities/b1": ["team_b"]}
+
+    # Once no repository defines it, it goes.
+    diff = team_b.apply([entity("b1")], partial=False)
+    assert [(c.op, c.name) for c in diff.changes] == [("delete", "shared")]
+
+
+def test_full_sync_deletes_what_no_repository_owns(tmp_path):
+    store = FileRegistryStore(tmp_path / "registry.json")
+    Registry(store, "proj", repository="other").apply([entity("theirs")], partial=False)
+    Registry(store, "proj").apply([entity("from_sdk")])  # additive SDK apply: no owner
+    diff = Registry(store, "proj", repository="mine").apply([entity("mine")], partial=False)
+    assert sorted((c.op, c.name) for c in diff.changes) == [("create", "mine"),
+                                                            ("delete", "from_sdk")]
+    assert diff.kept == 1
+
+
+def test_explicit_deletes_ignore_ownership(tmp_path):
+    store = FileRegistryStore(tmp_path / "registry.json")
+    Registry(store, "proj", repository="a").apply([entity("x")], partial=False)
+    registry = Registry(store, "proj", repository="b")
+    registry.apply([], delete=[entity("x")])
+    assert registry.list("entities", allow_cache=False) == []
+    assert registry.snapshot().data["owners"] == {}
+
+
+def test_fsspec_url_round_trip(tmp_path):
+    pytest.importorskip("fsspec")
+    from tiffin.config import RepoConfig
+    from tiffin.registry import registry_store
+    url = f"memory://tiffin-test/{tmp_path.name}/registry.json"
+    store = registry_store(RepoConfig(project="proj", registry=url))
+    registry = Registry(store, "proj")
+    registry.apply([entity("driver")])
+    assert [e.name for e in Registry(store, "proj").list("entities")] == ["driver"]
+    _, version = store.read()
+    store.write(b'{"format": "tiffin.registry", "projects": {}}', version)
+    with pytest.raises(RegistryConflictError):
+        store.write(b"{}", version)
+    store.delete()
+    assert store.read() == (None, None)
+
+
+def test_file_lock_survives_a_concurrent_delete(tmp_path):
+    # delete() removes the lock file. A writer that was waiting on the removed file must not
+    # think it holds the lock that writers arriving later take on the new file.
+    import fcntl
+    import threading
+    store = FileRegistryStore(tmp_path / "registry.json")
+    lock_path = tmp_path / "registry.json.lock"
+    held = store._locked()
+    held.__enter__()
+    waiter = threading.Thread(target=store.write, args=(b"{}", None))
+    waiter.start()
+    waiter.join(0.3)  # now blocked on the lock we hold
+    lock_path.unlink()  # what delete() does while holding the lock
+    newcomer = open(lock_path, "a+")  # a writer arriving after the delete locks the new file
+    fcntl.flock(newcomer.fileno(), fcntl.LOCK_EX)
+    held.__exit__(None, None, None)  # the waiter wakes up holding the removed file...
+    waiter.join(0.5)
+    assert waiter.is_alive()  # ...and queues behind the newcomer instead of writing
+    assert not store.path.exists()
+    newcomer.close()
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert store.read()[0] == b"{}"

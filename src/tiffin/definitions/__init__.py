@@ -11,17 +11,25 @@ from tiffin.definitions.on_demand import (
     OnDemandFeatureView,
     on_demand_feature_view,
 )
+from tiffin.definitions.saved_dataset import (
+    SavedDataset,
+    SavedDatasetFileStorage,
+    SavedDatasetStorage,
+)
 from tiffin.definitions.sources import (
     DataSource,
     FileSource,
     ParquetFormat,
+    PostgreSQLSource,
     PushSource,
     RequestSource,
+    SparkSource,
 )
 
 __all__ = [
     "Definition", "Entity", "Field", "FeatureView", "BatchFeatureView", "Projection",
     "FeatureService", "Project", "DataSource", "FileSource", "ParquetFormat", "PushSource",
     "RequestSource", "OnDemandFeatureView", "on_demand_feature_view", "LoggingConfig",
-    "FileLoggingDestination",
+    "FileLoggingDestination", "SavedDataset", "SavedDatasetStorage", "SavedDatasetFileStorage",
+    "SparkSource", "PostgreSQLSource",
 ]

@@ -80,7 +80,8 @@ class FileSource(DataSource):
                          description=description, tags=tags, owner=owner)
         self.path = str(path)
         # Only Parquet is read; a Feast ParquetFormat() object is accepted and means the same.
-        fmt = getattr(file_format, "format", file_format)
+        fmt = file_format if isinstance(file_format, str) else \
+            getattr(file_format, "format", file_format)  # (str.format is a method)
         if fmt not in (None, "", "parquet"):
             raise ValueError(f"FileSource {self.name!r}: only Parquet files are supported, "
                              f"got file_format={file_format!r}")
@@ -156,8 +157,117 @@ class RequestSource(DataSource):
         return cls(**data)
 
 
-def __getattr__(name: str):  # Feast imports FileLoggingDestination from the file-source module
+# -- Spark -----------------------------------------------------------------------------------
+SPARK_FILE_FORMATS = ("parquet", "orc", "avro", "csv", "json", "delta")
+
+
+class SparkSource(DataSource):
+    """Rows that Spark reads: a catalog ``table``, a ``query``, or files at ``path`` in
+    ``file_format`` (``parquet``, ``orc``, ``avro``, ``csv``, ``json``, ``delta``). Read by
+    the ``spark`` offline store and the ``spark`` engine.
+
+    >>> src = SparkSource(name="driver_stats", path="s3a://bucket/driver_stats",
+    ...                   file_format="parquet", timestamp_field="event_timestamp")
+    >>> SparkSource(name="recent", query="SELECT * FROM stats WHERE day > '2026-01-01'",
+    ...             timestamp_field="event_timestamp").query
+    "SELECT * FROM stats WHERE day > '2026-01-01'"
+    """
+
+    source_type = "spark"
+
+    def __init__(self, *, name: str = "", table: str | None = None, query: str | None = None,
+                 path: str | None = None, file_format: Any = None, timestamp_field: str = "",
+                 created_timestamp_column: str = "", field_mapping: dict[str, str] | None = None,
+                 date_partition_column: str = "", description: str = "",
+                 tags: dict[str, str] | None = None, owner: str = "", table_format: Any = None,
+                 event_timestamp_column: str = "", **_feast_only: Any):
+        given = [k for k, v in (("table", table), ("query", query), ("path", path)) if v]
+        label = repr(name or table or path or "")
+        if len(given) != 1:
+            raise ValueError(f"SparkSource {label}: give exactly one of table=, query= or path=" +
+                             (f" (got {', '.join(given)})" if given else ""))
+        if query and not name:
+            raise ValueError("SparkSource: a query source needs a name=")
+        super().__init__(name=name or table or path or "",
+                         timestamp_field=timestamp_field or event_timestamp_column,
+                         created_timestamp_column=created_timestamp_column,
+                         field_mapping=field_mapping, date_partition_column=date_partition_column,
+                         description=description, tags=tags, owner=owner)
+        fmt = file_format if isinstance(file_format, str) or file_format is None else \
+            getattr(file_format, "format", file_format)  # Feast's ParquetFormat() object
+        fmt = str(fmt).lower() if fmt else None
+        if path and not fmt:
+            raise ValueError(f"SparkSource {label}: path= needs file_format= (one of "
+                             f"{', '.join(SPARK_FILE_FORMATS)})")
+        if fmt and not path:
+            raise ValueError(f"SparkSource {label}: file_format= goes with path=, not "
+                             f"{given[0]}=")
+        if fmt and fmt not in SPARK_FILE_FORMATS:
+            raise ValueError(f"SparkSource {label}: file_format {fmt!r} is not one of "
+                             f"{', '.join(SPARK_FILE_FORMATS)}")
+        if table_format is not None:
+            raise ValueError(f"SparkSource {label}: table_format= (Iceberg, Hudi, Lance) is not "
+                             "supported; register the table in Spark's catalog and pass table=")
+        self.table = table or None
+        self.query = query or None
+        self.path = str(path) if path else None
+        self.file_format = fmt
+
+    def resolved_path(self, repo_path: str | os.PathLike | None) -> str | None:
+        """A relative local path is relative to the feature repository, as for FileSource."""
+        if self.path is None or repo_path is None or "://" in self.path or \
+                os.path.isabs(self.path):
+            return self.path
+        return os.path.join(str(repo_path), self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._source_meta(), "table": self.table, "query": self.query,
+                "path": self.path, "file_format": self.file_format}
+
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+class PostgreSQLSource(DataSource):
+    """Rows in PostgreSQL: a ``table`` (``"stats"`` or ``"analytics.stats"``, written as in
+    SQL; unqualified names are looked up in the offline store's ``db_schema``, then
+    ``public``) or a ``query``. Read by the ``postgres`` offline store, which can also
+    append pushed rows to a table source.
+
+    >>> src = PostgreSQLSource(name="driver_stats", table="driver_stats",
+    ...                        timestamp_field="event_timestamp", created_timestamp_column="created")
+    >>> PostgreSQLSource(name="recent", query="SELECT * FROM driver_stats WHERE trips > 0",
+    ...                  timestamp_field="event_timestamp").table is None
+    True
+    """
+
+    source_type = "postgres"
+
+    def __init__(self, *, name: str = "", query: str | None = None, table: str | None = None,
+                 timestamp_field: str = "", created_timestamp_column: str = "",
+                 field_mapping: dict[str, str] | None = None, date_partition_column: str = "",
+                 description: str = "", tags: dict[str, str] | None = None, owner: str = "",
+                 **_feast_only: Any):
+        label = repr(name or table or "")
+        if bool(table) == bool(query):
+            raise ValueError(f"PostgreSQLSource {label}: give exactly one of table= or query=")
+        if query and not name:
+            raise ValueError("PostgreSQLSource: a query source needs a name=")
+        super().__init__(name=name or str(table), timestamp_field=timestamp_field,
+                         created_timestamp_column=created_timestamp_column,
+                         field_mapping=field_mapping, date_partition_column=date_partition_column,
+                         description=description, tags=tags, owner=owner)
+        self.table = table or None
+        # A trailing ';' would end the subquery the query is read through.
+        self.query = query.strip().rstrip(";").rstrip() if query else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._source_meta(), "table": self.table, "query": self.query}
+
+def __getattr__(name: str):  # Feast imports these two from its file-source module
     if name == "FileLoggingDestination":
         from tiffin.definitions.on_demand import FileLoggingDestination
         return FileLoggingDestination
+    if name == "SavedDatasetFileStorage":
+        from tiffin.definitions.saved_dataset import SavedDatasetFileStorage
+        return SavedDatasetFileStorage
     raise AttributeError(name)

@@ -11,6 +11,7 @@ frames, naming, ordering) lives here once.
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -115,10 +116,11 @@ class OfflineStore(ABC):
         """Release connections."""
 
     # -- shared helpers ------------------------------------------------------------------
-    def source_columns(self, source: DataSource, relation: str, logical: list[str]
-                       ) -> SourceColumns:
-        """Map logical names (features, join keys) to raw source columns and their types."""
-        schema = self.source_schema(source)
+    def source_columns(self, source: DataSource, relation: str, logical: list[str],
+                       schema: pa.Schema | None = None) -> SourceColumns:
+        """Map logical names (features, join keys) to raw source columns and their types
+        (``schema``: the source's, if the caller has read it already)."""
+        schema = schema if schema is not None else self.source_schema(source)
         raw_by_logical = {v: k for k, v in source.field_mapping.items()}
         columns = {name: raw_by_logical.get(name, name) for name in logical}
         return SourceColumns(relation=relation, timestamp=source.timestamp_field,
@@ -201,6 +203,18 @@ def prepare_entity(data: Any, plan: FeaturePlan) -> tuple[pa.Table, str]:
     """
     table = to_arrow_table(data)
     names = table.column_names
+    ts_col = check_entity_columns(table.schema, plan)
+    ts = utc_timestamps(table.column(ts_col), ts_col)
+    table = table.set_column(names.index(ts_col), ts_col, ts)
+    table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
+    table = table.append_column(ENTITY_TS, ts.cast(pa.timestamp("us")))
+    return table, ts_col
+
+
+def check_entity_columns(schema: pa.Schema, plan: FeaturePlan) -> str:
+    """The entity rows' timestamp column (``event_timestamp``, else the one datetime
+    column); raise EntityDataFrameError for a missing join key or a reserved name."""
+    names = schema.names
     for internal in (ROW_ID, ENTITY_TS):
         if internal in names:
             raise EntityDataFrameError(f"entity_df has a column named {internal!r}, which "
@@ -208,7 +222,7 @@ def prepare_entity(data: Any, plan: FeaturePlan) -> tuple[pa.Table, str]:
     if DEFAULT_TIMESTAMP_COLUMN in names:
         ts_col = DEFAULT_TIMESTAMP_COLUMN
     else:
-        candidates = [f.name for f in table.schema
+        candidates = [f.name for f in schema
                       if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
         if len(candidates) != 1:
             raise EntityDataFrameError(
@@ -223,11 +237,51 @@ def prepare_entity(data: Any, plan: FeaturePlan) -> tuple[pa.Table, str]:
                 raise EntityDataFrameError(
                     f"entity_df has no column {key!r}, the join key of feature view "
                     f"{v.name!r}", hint=did_you_mean(key, names) or f"columns are {names}")
-    ts = utc_timestamps(table.column(ts_col), ts_col)
-    table = table.set_column(names.index(ts_col), ts_col, ts)
-    table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
-    table = table.append_column(ENTITY_TS, ts.cast(pa.timestamp("us")))
-    return table, ts_col
+    return ts_col
+
+
+class EntityQueries(ABC):
+    """An offline store that also takes ``entity_df`` as a SQL query (Feast's string form)
+    and runs it itself, so the entity rows never pass through Python.
+
+    >>> store.get_historical_features(                                   # doctest: +SKIP
+    ...     "SELECT driver_id, event_timestamp FROM trips", ["driver_stats:conv_rate"])
+    """
+
+    @abstractmethod
+    def get_historical_features_from_query(self, query: str, plan: FeaturePlan,
+                                           full_feature_names: bool) -> RetrievalJob:
+        """The point-in-time join of the query's rows; ``metadata["entity_columns"]`` lists
+        the query's columns. Check the columns now (``check_entity_columns``), not when
+        the job runs."""
+
+
+_SQL_START = re.compile(r"\s*(\(|select\b|with\b|values\b|table\b)", re.IGNORECASE)
+
+
+def entity_query(data: Any) -> str | None:
+    """``entity_df`` as SQL text, or None: a string that is not an existing file and reads
+    like a query (``SELECT``/``WITH``/``VALUES``/``TABLE``). Other strings are paths."""
+    if isinstance(data, str) and _SQL_START.match(data) and not os.path.exists(data):
+        return data
+    return None
+
+
+def historical_job(store: OfflineStore, entity_df: Any, plan: FeaturePlan,
+                   full_feature_names: bool) -> tuple[RetrievalJob, list[str]]:
+    """Start the point-in-time join for ``entity_df`` in any accepted form; returns the job
+    and the entity_df's own columns (the result's first columns)."""
+    query = entity_query(entity_df)
+    if query is None:
+        table, ts_col = prepare_entity(entity_df, plan)
+        job = store.get_historical_features(table, ts_col, plan, full_feature_names)
+        return job, entity_df_columns(table)
+    if not isinstance(store, EntityQueries):
+        raise RequestError(f"the {store.config.type} offline store cannot run entity_df as a "
+                           "SQL query", hint="pass a DataFrame, an Arrow table or a Parquet "
+                           "path, or use an offline store that runs SQL (postgres, spark)")
+    job = store.get_historical_features_from_query(query, plan, full_feature_names)
+    return job, list(job.metadata["entity_columns"])
 
 
 def entity_df_columns(table: pa.Table) -> list[str]:

@@ -6,7 +6,7 @@ requested view, take the view's source row with the same join-key values,
 the newest ``event_ts`` wins and ties go to the newest created timestamp. No
 match gives nulls. Every entity row comes out exactly once, in input order.
 
-Two strategies render the same semantics:
+The strategies render the same semantics:
 
 * ``asof``: dedupe each source on (keys, event_ts) by created timestamp, then
   ``ASOF LEFT JOIN``; the ttl is checked on the one row the ASOF join picked
@@ -14,6 +14,17 @@ Two strategies render the same semantics:
   Linear-ish time, used where the engine has ASOF joins (DuckDB).
 * ``window``: range join on keys and the time window, ``ROW_NUMBER()`` per
   entity row, keep the first. Portable SQL for engines without ASOF.
+* ``sweep``: one sorted pass instead of a range join. Entity rows and source
+  rows go into one stream ordered by (keys, time, source before entity,
+  created); a running count of source rows numbers the groups "one source row
+  and the entity rows after it", and ``FIRST_VALUE`` over each group hands the
+  entity rows that source row. Two window functions, no join that grows with
+  the number of source rows per key: portable SQL that scales like ASOF
+  (PostgreSQL uses it).
+* ``lateral``: per entity row, ``LATERAL (... ORDER BY event time DESC LIMIT
+  1)`` on the raw source columns. With an index on (join keys, event time) each
+  row is one index probe, far faster than sorting the source; without one it
+  scans the source per row, so a store picks it only where such an index exists.
 
 The entity relation must already carry ``__row_id`` (input order) and ``__ts``
 (the row's timestamp as a UTC timestamp without zone).
@@ -59,6 +70,11 @@ class Dialect:
     def as_utc(self, expr: str, zoned: bool) -> str:
         """An expression as a zone-less UTC timestamp (sessions run in UTC)."""
         return f"CAST({expr} AS TIMESTAMP)"
+
+    def from_utc(self, expr: str, zoned: bool) -> str:
+        """The inverse of ``as_utc``: a zone-less UTC timestamp as a value comparable with a
+        zoned or zone-less column without converting the column (so indexes still serve)."""
+        return f"CAST({expr} AS TIMESTAMP WITH TIME ZONE)" if zoned else expr
 
     def minus_seconds(self, expr: str, seconds: float) -> str:
         # round, not int: 1.000001 s is 1000000.9999 us as a float
@@ -136,6 +152,12 @@ class PointInTimeJoin:
     strategy: str = "asof"
     # Output feature columns in request order (views interleave); default: view by view.
     feature_order: list[str] = field(default_factory=list)
+    # False: rows in any order (they carry __row_id); for a caller that reorders them
+    # itself, cheaper than the global sort of an engine that runs on many machines.
+    ordered: bool = True
+
+    def _order_by(self) -> str:
+        return f" ORDER BY e.{ROW_ID}" if self.ordered else ""
 
     def source_query(self, d: Dialect, v: ViewJoin) -> str:
         """The view's source rows: renamed columns, cast features, pruned to the time range."""
@@ -168,6 +190,10 @@ class PointInTimeJoin:
         strategy = self.strategy
         if strategy == "asof" and not d.supports_asof:
             strategy = "window"
+        if strategy == "sweep":
+            return self._render_sweep(d)
+        if strategy == "lateral":
+            return self._render_lateral(d)
         return self._render_asof(d) if strategy == "asof" else self._render_window(d)
 
     def _select_outputs(self, d: Dialect, pick: Callable[[ViewJoin, int], str]) -> str:
@@ -206,7 +232,7 @@ class PointInTimeJoin:
             return col
 
         return (f"WITH {', '.join(ctes)} SELECT {self._select_outputs(d, pick)} "
-                f"FROM {self.entity_relation} AS e {' '.join(joins)} ORDER BY e.{ROW_ID}")
+                f"FROM {self.entity_relation} AS e {' '.join(joins)}{self._order_by()}")
 
     def _render_window(self, d: Dialect) -> str:
         q = d.quote
@@ -233,7 +259,102 @@ class PointInTimeJoin:
             return f"{matches[v.alias]}.{q('f' + str(i))}"
 
         return (f"WITH {', '.join(ctes)} SELECT {self._select_outputs(d, pick)} "
-                f"FROM {self.entity_relation} AS e {' '.join(joins)} ORDER BY e.{ROW_ID}")
+                f"FROM {self.entity_relation} AS e {' '.join(joins)}{self._order_by()}")
+
+    def _render_sweep(self, d: Dialect) -> str:
+        q = d.quote
+        ctes, joins, matches = [], [], {}
+        for v in self.views:
+            keys = [q("k" + str(i)) for i in range(len(v.join_keys))]
+            feats = [q("f" + str(i)) for i in range(len(v.features))]
+            ent_keys = [f"e.{q(ek)}" for ek in v.entity_keys]
+            created = v.source.created is not None
+            # Source rows first in the stream, so their column types name the union's.
+            src_cols = [f"s.{k}" for k in keys] + [f"s.{EVENT_TS} AS __t", "0 AS __side"]
+            ent_cols = [f"{ek} AS {k}" for ek, k in zip(ent_keys, keys)] + \
+                [f"e.{ENTITY_TS} AS __t", "1 AS __side"]
+            if created:
+                src_cols.append(f"s.{CREATED_TS} AS __c")
+                ent_cols.append("NULL AS __c")
+            src_cols += [f"s.{EVENT_TS} AS __match_ts", *(f"s.{f}" for f in feats),
+                         f"CAST(NULL AS BIGINT) AS {ROW_ID}"]
+            ent_cols += ["NULL AS __match_ts", *(f"NULL AS {f}" for f in feats), f"e.{ROW_ID}"]
+            # Only keys some entity row asks for: a semi-join is far cheaper than sorting
+            # the rest of the source.
+            wanted = " AND ".join(f"{ek} = s.{k}" for ek, k in zip(ent_keys, keys))
+            ent_where = " AND ".join([f"e.{ENTITY_TS} IS NOT NULL"] +
+                                     [f"{ek} IS NOT NULL" for ek in ent_keys])
+            stream = (f"SELECT {', '.join(src_cols)} FROM ({self.source_query(d, v)}) AS s "
+                      f"WHERE EXISTS (SELECT 1 FROM {self.entity_relation} AS e WHERE {wanted}) "
+                      f"UNION ALL SELECT {', '.join(ent_cols)} FROM {self.entity_relation} AS e "
+                      f"WHERE {ent_where}")
+            # At equal times source rows come first (the match is inclusive), and among
+            # them the largest created timestamp last, so it is the one an entity row sees.
+            order = "__t, __side" + (", __c NULLS FIRST" if created else "")
+            rows = "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+            part = ", ".join(keys)
+            grouped = (f"SELECT *, COUNT(__match_ts) OVER (PARTITION BY {part} ORDER BY {order} "
+                       f"{rows}) AS __grp FROM ({stream}) AS u")
+            over = f"OVER (PARTITION BY {part}, __grp ORDER BY {order} {rows})"
+            firsts = ", ".join(f"FIRST_VALUE({c}) {over} AS {c}" for c in ["__match_ts", *feats])
+            match_alias = q(v.alias + "__match")
+            ctes.append(f"{match_alias} AS (SELECT * FROM (SELECT {ROW_ID}, __side, {firsts} "
+                        f"FROM ({grouped}) AS g) AS p WHERE __side = 1)")
+            joins.append(f"LEFT JOIN {match_alias} ON {match_alias}.{ROW_ID} = e.{ROW_ID}")
+            matches[v.alias] = match_alias
+
+        def pick(v: ViewJoin, i: int) -> str:
+            m = matches[v.alias]
+            col = f"{m}.{q('f' + str(i))}"
+            if v.ttl_seconds:
+                col = (f"CASE WHEN {m}.__match_ts >= "
+                       f"{d.minus_seconds('e.' + ENTITY_TS, v.ttl_seconds)} THEN {col} END")
+            return col
+
+        return (f"WITH {', '.join(ctes)} SELECT {self._select_outputs(d, pick)} "
+                f"FROM {self.entity_relation} AS e {' '.join(joins)}{self._order_by()}")
+
+    def _render_lateral(self, d: Dialect) -> str:
+        q = d.quote
+        joins = []
+        for v in self.views:
+            src = v.source
+            ts_type = src.arrow_types.get(src.timestamp)
+            zoned = _is_zoned(src, src.timestamp)
+            # Conditions on the raw columns (the entity side converted instead), so that an
+            # index on (keys, event time) serves them; a text time column cannot be.
+            ts = f"src.{q(src.timestamp)}"
+            row_ts = d.from_utc(f"e.{ENTITY_TS}", zoned)
+            since = v.ttl_seconds and d.from_utc(d.minus_seconds(f"e.{ENTITY_TS}",
+                                                                 v.ttl_seconds), zoned)
+            if ts_type is None or not (pa.types.is_timestamp(ts_type) or
+                                       pa.types.is_date(ts_type)):
+                ts, row_ts = d.as_utc(ts, zoned), f"e.{ENTITY_TS}"
+                since = v.ttl_seconds and d.minus_seconds(f"e.{ENTITY_TS}", v.ttl_seconds)
+            where = [f"src.{q(src.columns[k])} = e.{q(ek)}"
+                     for k, ek in zip(v.join_keys, v.entity_keys)]
+            where.append(f"{ts} <= {row_ts}")
+            if since:
+                where.append(f"{ts} >= {since}")
+            order = [f"{ts} DESC"]
+            if src.created:
+                order.append(f"src.{q(src.created)} DESC NULLS LAST")
+            cols = []
+            for i, (logical, _, dtype) in enumerate(v.features):
+                raw = src.columns[logical]
+                expr = f"src.{q(raw)}"
+                if not _same_type(src.arrow_types.get(raw), dtype):
+                    expr = d.cast(expr, dtype)
+                cols.append(f"{expr} AS {q('f' + str(i))}")
+            joins.append(f"LEFT JOIN LATERAL (SELECT {', '.join(cols)} FROM {src.relation} AS "
+                         f"src WHERE {' AND '.join(where)} ORDER BY {', '.join(order)} "
+                         f"LIMIT 1) AS {q(v.alias)} ON TRUE")
+
+        def pick(v: ViewJoin, i: int) -> str:
+            return f"{q(v.alias)}.{q('f' + str(i))}"
+
+        return (f"SELECT {self._select_outputs(d, pick)} FROM {self.entity_relation} AS e "
+                f"{' '.join(joins)}{self._order_by()}")
 
 
 @dataclass
@@ -295,3 +416,62 @@ def _same_type(arrow_type: pa.DataType | None, dtype: T.FeastType) -> bool:
     if pa.types.is_timestamp(arrow_type) and dtype == T.UnixTimestamp:
         return True
     return arrow_type == dtype.to_arrow()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+class PostgresDialect(Dialect):
+    """PostgreSQL: no ASOF join (the offline store picks ``lateral`` where indexes serve it,
+    else ``sweep``); ``AT TIME ZONE 'UTC'`` turns a ``timestamptz`` into its UTC wall time
+    and back, whatever the session's zone."""
+
+    name = "postgres"
+
+    def as_utc(self, expr: str, zoned: bool) -> str:
+        if zoned:
+            return f"({expr} AT TIME ZONE 'UTC')"
+        return f"CAST({expr} AS TIMESTAMP)"
+
+    def from_utc(self, expr: str, zoned: bool) -> str:
+        return f"({expr} AT TIME ZONE 'UTC')" if zoned else expr
+
+    def sql_type(self, dtype: T.FeastType) -> str:
+        if isinstance(dtype, T.Array):
+            return self.sql_type(dtype.base_type) + "[]"
+        return {"Float64": "DOUBLE PRECISION", "String": "TEXT", "Bytes": "BYTEA",
+                "UnixTimestamp": "TIMESTAMPTZ"}.get(dtype.name) or super().sql_type(dtype)
+
+
+# -- Spark -----------------------------------------------------------------------------------
+class SparkDialect(Dialect):
+    """Spark SQL. Its ``TIMESTAMP_LTZ`` is an instant and compares as one; tiffin's sessions
+    run with ``spark.sql.session.timeZone=UTC``, so it plays the part of the zone-less UTC
+    timestamp here, and ``TIMESTAMP_NTZ`` columns (naive Parquet) are read as UTC wall times.
+    Spark has no ASOF join in SQL: the store renders ``sweep`` (or ``window``)."""
+
+    name = "spark"
+
+    def quote(self, ident: str) -> str:
+        return "`" + ident.replace("`", "``") + "`"
+
+    def timestamp_literal(self, ts: datetime, zoned: bool) -> str:
+        wall = ts.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+        # Typed literals that do not depend on spark.sql.timestampType.
+        return f"TIMESTAMP_LTZ '{wall}+00:00'" if zoned else f"TIMESTAMP_NTZ '{wall}'"
+
+    def as_utc(self, expr: str, zoned: bool) -> str:
+        return expr if zoned else f"CAST({expr} AS TIMESTAMP_LTZ)"
+
+    def minus_seconds(self, expr: str, seconds: float) -> str:
+        return f"({expr} - INTERVAL '{round(seconds * 1_000_000)}' MICROSECOND)"
+
+    def sql_type(self, dtype: T.FeastType) -> str:
+        if isinstance(dtype, T.Array):
+            return f"ARRAY<{self.sql_type(dtype.base_type)}>"
+        return {"Int32": "INT", "Int64": "BIGINT", "Float32": "FLOAT", "Float64": "DOUBLE",
+                "String": "STRING", "Bool": "BOOLEAN", "Bytes": "BINARY",
+                "UnixTimestamp": "TIMESTAMP_LTZ"}[dtype.name]
+
+    def struct(self, fields: list[tuple[str, str]]) -> str:
+        def lit(name: str) -> str:
+            return "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return "named_struct(" + ", ".join(f"{lit(n)}, {e}" for n, e in fields) + ")"

@@ -28,4 +28,7 @@ class RegistryStore(ABC):
 
     @abstractmethod
     def describe(self) -> str:
-        """Where the registry is, for messages."""
+        """Where the registry is, for messages (no secrets)."""
+
+    def close(self) -> None:
+        """Release clients and connections; the store may be used again afterwards."""

@@ -37,15 +37,28 @@ class FileRegistryStore(RegistryStore):
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        # flock serializes writers across processes on this machine; the rename below is
-        # what keeps readers (who never lock) from ever seeing half a file.
+        # flock serializes writers across processes on this machine (every `tiffin apply`
+        # takes it for its compare-and-replace); the rename in write() is what keeps readers,
+        # who never lock, from ever seeing half a file.
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a+") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        while True:
+            lock = open(self._lock_path, "a+")
             try:
-                yield
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                # delete() removes the lock file: a writer that was waiting on the removed
+                # file would hold a lock nobody else takes. Only the file at the path counts.
+                try:
+                    same = os.stat(self._lock_path).st_ino == os.fstat(lock.fileno()).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    try:
+                        yield
+                    finally:
+                        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                    return
             finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+                lock.close()
 
     def write(self, data: bytes, expected_version: str | None) -> str:
         with self._locked():
@@ -70,4 +83,4 @@ class FileRegistryStore(RegistryStore):
     def delete(self) -> None:
         with self._locked():
             self.path.unlink(missing_ok=True)
-        self._lock_path.unlink(missing_ok=True)
+            self._lock_path.unlink(missing_ok=True)

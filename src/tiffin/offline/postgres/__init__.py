@@ -1,0 +1,1 @@
+"""PostgreSQL offline store over tables and queries (Feast's ``postgres`` type)."""

@@ -1,0 +1,1 @@
+"""Spark offline store: the point-in-time join as Spark SQL (``pip install 'tiffin[spark]'``)."""
