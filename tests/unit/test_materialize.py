@@ -13,8 +13,11 @@ from tiffin import Entity, FeatureStore, FeatureView, Field, FileSource, RepoCon
 from tiffin.errors import FeatureViewNotFoundError, RequestError
 from tiffin.types import Float64, Int64, String
 
-# Ten hours ago, so that the 2-hour ttl of `scaled` leaves the newest rows readable online.
-T0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=10)
+# Nine and a half hours before the last full hour: the newest rows (9h) are then at most
+# 90 minutes old when collected, so the 2-hour ttl of `scaled` leaves them readable online
+# even when the suite crosses an hour boundary (T0 is fixed at collection).
+T0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) \
+    - timedelta(hours=9, minutes=30)
 
 
 def h(n: float) -> datetime:
