@@ -149,3 +149,39 @@ def test_merge_view_without_source_rows_is_typed_nulls():
                      np.array([True, True]))
     assert out["rate"].type == pa.float64() and out["rate"].null_count == 2
     assert out["city"].type == pa.string()
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_materialize_of_a_large_source_reads_newest_rows_first(tmp_path, monkeypatch, shuffled):
+    """Newest-first windows (time-ordered source) or one aggregation (shuffled rows): the
+    online store ends up with exactly what the plain aggregation gives."""
+    rng = np.random.default_rng(11)
+    table = source_table(rng, keys=60, hours=120)
+    # A few keys whose last row is old: found only in older windows.
+    old = pa.table({"driver_id": pa.array([1000, 1001], pa.int64()),
+                    "event_timestamp": pa.array([T0, T0 + timedelta(hours=3)], TS),
+                    "created": pa.array([T0, T0], TS), "rate": [0.5, 0.25],
+                    "trips": pa.array([7, 8], pa.int64()), "city": ["old", "old"]})
+    table = pa.concat_tables([old, table])
+    if shuffled:
+        table = table.take(pa.array(rng.permutation(table.num_rows)))
+    windows_used = []
+    real = DuckDBOfflineStore._latest_by_windows
+
+    def spy(self, con, latest, windows, batch_rows):
+        windows_used.append(len(windows))
+        return real(self, con, latest, windows, batch_rows)
+
+    monkeypatch.setattr(DuckDBOfflineStore, "_latest_by_windows", spy)
+    big = make(tmp_path, "big", 1_000, table, None)
+    plain = make(tmp_path, "plain", 10_000_000, table, None)
+    end = T0 + timedelta(hours=200)
+    for s in (big, plain):
+        s.materialize(T0 - timedelta(hours=1), end)
+    assert windows_used == ([] if shuffled else [windows_used[0]]) and \
+        (shuffled or windows_used[0] > 3)
+    keys = [{"driver_id": k} for k in [*range(60), 1000, 1001, 5000]]
+    got = big.get_online_features(FEATURES, keys).to_dict(include_event_timestamps=True)
+    want = plain.get_online_features(FEATURES, keys).to_dict(include_event_timestamps=True)
+    assert got == want
+    assert got["city"][-3:-1] == ["old", "old"] and got["rate"][-1] is None

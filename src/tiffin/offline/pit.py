@@ -383,11 +383,7 @@ class LatestRows:
         cols.append(f"{d.as_utc(q(src.timestamp), zoned)} AS {EVENT_TS}")
         cols.append(f"{d.as_utc(q(src.created), _is_zoned(src, src.created))} AS {CREATED_TS}"
                     if src.created else f"CAST(NULL AS TIMESTAMP) AS {CREATED_TS}")
-        where = [f"{q(src.timestamp)} <= {d.timestamp_literal(self.end, zoned)}"]
-        if self.start is not None:
-            where.append(f"{q(src.timestamp)} >= {d.timestamp_literal(self.start, zoned)}")
-        where += [f"{q(src.columns[k])} IS NOT NULL" for k in self.join_keys]
-        rows = f"SELECT {', '.join(cols)} FROM {src.relation} AS src WHERE {' AND '.join(where)}"
+        rows = f"SELECT {', '.join(cols)} FROM {src.relation} AS src WHERE {self._where(d)}"
         keys = [q(k) for k in self.join_keys]
         outputs = keys + [q(f) for f, _ in self.features] + [EVENT_TS, CREATED_TS]
         if d.supports_arg_max:
@@ -403,6 +399,22 @@ class LatestRows:
         return (f"SELECT {', '.join(outputs)} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY "
                 f"{', '.join(keys)} ORDER BY {EVENT_TS} DESC, {CREATED_TS} DESC NULLS LAST) "
                 f"AS __rn FROM ({rows}) AS r) AS ranked WHERE __rn = 1")
+
+    def _where(self, d: Dialect) -> str:
+        q, src = d.quote, self.source
+        zoned = _is_zoned(src, src.timestamp)
+        where = [f"{q(src.timestamp)} <= {d.timestamp_literal(self.end, zoned)}"]
+        if self.start is not None:
+            where.append(f"{q(src.timestamp)} >= {d.timestamp_literal(self.start, zoned)}")
+        where += [f"{q(src.columns[k])} IS NOT NULL" for k in self.join_keys]
+        return " AND ".join(where)
+
+    def count_keys(self, dialect: Dialect | str) -> str:
+        """How many distinct keys have a row in range: what a complete answer has."""
+        d = Dialect.registry[dialect]() if isinstance(dialect, str) else dialect
+        keys = ", ".join(d.quote(self.source.columns[k]) for k in self.join_keys)
+        return (f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM {self.source.relation} AS src "
+                f"WHERE {self._where(d)}) AS k")
 
 
 def _is_zoned(src: SourceColumns, column: str) -> bool:

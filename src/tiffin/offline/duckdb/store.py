@@ -458,16 +458,105 @@ class DuckDBOfflineStore(OfflineStore):
                     batch_rows: int) -> pa.RecordBatchReader:
         logical = view.join_keys + [f.name for f in view.features]
         src = self.source_columns(view.source.batch, self.relation(view.source), logical)
-        sql = LatestRows(src, view.join_keys, [(f.name, f.dtype) for f in view.features],
-                         start, end).render(self.dialect)
+        feats = [(f.name, f.dtype) for f in view.features]
+        sql = LatestRows(src, view.join_keys, feats, start, end).render(self.dialect)
+        windows = self._newest_first(view.source.batch, src.timestamp, start, end)
         con = self.connect()
         try:
-            raw = con.sql(sql).to_arrow_reader(batch_rows)
+            if windows:
+                raw = self._latest_by_windows(con, LatestRows(src, view.join_keys, feats, start,
+                                                              end), windows, batch_rows)
+            else:
+                raw = con.sql(sql).to_arrow_reader(batch_rows)
         except duckdb.Error as e:
             con.close()
             raise BackendError(f"reading {view.name!r} from its source failed: "
                                f"{_first_line(e)}") from None
         return _cast_reader(raw, online_batch_schema(view), con)
+
+    def _row_group_times(self, source: DataSource, ts_column: str
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(rows, min event time, max event time) per Parquet row group, epoch microseconds;
+        None when the files or their statistics cannot tell."""
+        if not isinstance(source, FileSource):
+            return None
+        with self.connect() as con:
+            try:
+                stats = con.sql(
+                    "SELECT row_group_num_rows, epoch_us(TRY_CAST(stats_min_value AS TIMESTAMPTZ)), "
+                    "epoch_us(TRY_CAST(stats_max_value AS TIMESTAMPTZ)) FROM parquet_metadata("
+                    f"{_sql_list(self._files(source))}) WHERE path_in_schema = "
+                    f"{_sql_string(ts_column)}").fetchnumpy()
+            except duckdb.Error:
+                return None
+        n_rows = np.asarray(stats["row_group_num_rows"], np.int64)
+        lo_raw, hi_raw = stats[list(stats)[1]], stats[list(stats)[2]]
+        if len(n_rows) == 0 or np.ma.is_masked(lo_raw) or np.ma.is_masked(hi_raw):
+            return None
+        return n_rows, np.asarray(lo_raw, np.int64), np.asarray(hi_raw, np.int64)
+
+    def _newest_first(self, source: DataSource, ts_column: str, start: datetime | None,
+                      end: datetime) -> list[tuple[datetime, datetime]] | None:
+        """Time windows, newest first, of about ``in_memory_join_max_rows / 2`` source rows
+        each (by row-group statistics), for a source too large to aggregate at once; None
+        when one aggregation is as good (small, or rows not ordered by time)."""
+        limit = self.config.in_memory_join_max_rows
+        stats = self._row_group_times(source, ts_column) if limit > 0 else None
+        if stats is None:
+            return None
+        n_rows, mins, maxs = stats
+        lo_us = None if start is None else round(start.timestamp() * 1e6)
+        hi_us = round(end.timestamp() * 1e6)
+        keep = (mins <= hi_us) & (maxs >= (lo_us if lo_us is not None else np.iinfo(np.int64).min))
+        n_rows, mins, maxs = n_rows[keep], mins[keep], maxs[keep]
+        total = int(n_rows.sum())
+        if total <= limit:
+            return None
+        order = np.argsort(-maxs, kind="stable")
+        target = max(1, limit // 2)
+        windows, upper, acc, lowest = [], hi_us, 0, None
+        for i in order:
+            acc += int(n_rows[i])
+            lowest = int(mins[i]) if lowest is None else min(lowest, int(mins[i]))
+            if acc >= target:
+                windows.append((lowest, upper))
+                upper, acc, lowest = lowest, 0, None
+        if lowest is not None:
+            windows.append((lowest, upper))
+        first_lo = windows[0][0]
+        if int(n_rows[(maxs >= first_lo)].sum()) > total // 2:
+            return None  # the newest window already spans most rows: not ordered by time
+        # The last window reaches back to the start, whatever the statistics said.
+        windows[-1] = (lo_us if lo_us is not None else windows[-1][0], windows[-1][1])
+        return [(from_micros(max(a, lo_us) if lo_us is not None else a), from_micros(b))
+                for a, b in windows]
+
+    def _latest_by_windows(self, con: duckdb.DuckDBPyConnection, latest: LatestRows,
+                           windows: list[tuple[datetime, datetime]], batch_rows: int
+                           ) -> pa.RecordBatchReader:
+        """The latest row per key, looking at the newest rows first.
+
+        A key found in a window has no newer row in an older one, so once every key in
+        range has been found (one count of distinct keys tells), the older rows, usually
+        most of an append-only source, are never aggregated.
+        """
+        d = Dialect.registry[self.dialect]()
+        ((wanted,),) = con.sql(latest.count_keys(d)).fetchall()
+        on = " AND ".join(f"w.{d.quote(k)} IS NOT DISTINCT FROM l.{d.quote(k)}"
+                          for k in latest.join_keys)
+        first = True
+        for lo, hi in windows:
+            window = replace(latest, start=lo, end=hi).render(d)
+            if first:
+                con.execute(f"CREATE TEMP TABLE __latest AS {window}")
+                first = False
+            else:
+                con.execute(f"INSERT INTO __latest SELECT w.* FROM ({window}) AS w "
+                            f"ANTI JOIN __latest AS l ON {on}")
+            ((found,),) = con.sql("SELECT COUNT(*) FROM __latest").fetchall()
+            if found >= wanted:
+                break
+        return con.sql("SELECT * FROM __latest").to_arrow_reader(batch_rows)
 
 
 def _merge_view(src: pa.Table | None, v: ViewJoin, ent_keys: list[pa.ChunkedArray],
