@@ -323,20 +323,10 @@ class DuckDBOfflineStore(OfflineStore):
         if not v.ttl_seconds or not isinstance(source, FileSource):
             return None
         ttl = round(v.ttl_seconds * 1_000_000)
-        with self.connect() as con:
-            try:
-                stats = con.sql(
-                    "SELECT row_group_num_rows, epoch_us(TRY_CAST(stats_min_value AS TIMESTAMPTZ)), "
-                    "epoch_us(TRY_CAST(stats_max_value AS TIMESTAMPTZ)) FROM parquet_metadata("
-                    f"{_sql_list(self._files(source))}) WHERE path_in_schema = "
-                    f"{_sql_string(v.source.timestamp)}").fetchnumpy()
-            except duckdb.Error:
-                return None
-        n_rows = np.asarray(stats["row_group_num_rows"], np.int64)
-        lo_raw, hi_raw = stats[list(stats)[1]], stats[list(stats)[2]]
-        if len(n_rows) == 0 or np.ma.is_masked(lo_raw) or np.ma.is_masked(hi_raw):
+        stats = self._row_group_times(source, v.source.timestamp)
+        if stats is None:
             return None
-        mins, maxs = np.asarray(lo_raw, np.int64), np.asarray(hi_raw, np.int64)
+        n_rows, mins, maxs = stats
         times = np.sort(ent_ts[ent_valid])
         if times.size == 0:
             return None
