@@ -302,4 +302,13 @@ def app_from_env() -> FastAPI:
     """Factory for ``tiffin serve`` workers: the repository comes from the environment."""
     store = FeatureStore(repo_path=os.environ.get("TIFFIN_REPO_PATH", "."),
                          fs_yaml_file=os.environ.get("TIFFIN_FS_YAML") or None)
-    return create_app(store, float(os.environ.get("TIFFIN_REGISTRY_TTL", "5")))
+    app = create_app(store, float(os.environ.get("TIFFIN_REGISTRY_TTL", "5")))
+    # A 100-entity answer allocates thousands of short-lived objects, nearly all freed by
+    # reference counting; the default gen-0 threshold (700 allocations) would still run
+    # the cycle collector several times per request. Startup objects are frozen out of
+    # every collection; cycles are still collected, just less often.
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    return app

@@ -142,6 +142,7 @@ class RedisOnlineStore(OnlineStore):
             **config.connection_kwargs(), max_connections=config.max_connections))
         self._script = self.client.register_script(_WRITE)
         self._read_script = self.client.register_script(_READ)
+        self._decoder_cache: dict[tuple[str, str], tuple[FeastType, Callable[[bytes], Any]]] = {}
 
     def _prefix(self, view: FeatureView) -> str:
         return f"tiffin:{self.project}:{view.name}:"
@@ -221,19 +222,36 @@ class RedisOnlineStore(OnlineStore):
             argv += [len(keys), len(features) + 1, "__ts", *features]
         if not rkeys:
             return [{} for _ in reads]
-        rows = iter(self._call("reading", lambda: self._read_script(keys=rkeys, args=argv)))
+        rows = self._call("reading", lambda: self._read_script(keys=rkeys, args=argv))
         out: list[ReadResult] = []
+        at = 0
         for view, keys, features in reads:
-            by_name = {f.name: f for f in view.features}
-            decoders = [_decoder(by_name[n].dtype) for n in features]
+            mine = rows[at:at + len(keys)]
+            at += len(keys)
+            hit = [(k, r) for k, r in zip(keys, mine) if r[0] is not None]
+            if not hit:
+                out.append({})
+                continue
+            # Decode column by column (one C-level map per feature), not value by value.
+            cols = list(zip(*(r for _, r in hit)))
+            decoded = [list(map(int, cols[0]))]
+            for name, col in zip(features, cols[1:]):
+                decode = self._decoders(view, name)
+                decoded.append(list(map(decode, col)) if None not in col else
+                               [None if b is None else decode(b) for b in col])
             found: ReadResult = {}
-            for key, row in zip(keys, rows):
-                if row[0] is None:
-                    continue
-                found[key] = (int(row[0]), [None if b is None else d(b)
-                                            for d, b in zip(decoders, row[1:])])
+            for (key, _), ts, *values in zip(hit, *decoded):
+                found[key] = (ts, values)
             out.append(found)
         return out
+
+    def _decoders(self, view: FeatureView, name: str) -> Callable[[bytes], Any]:
+        # Keyed by name and checked by type: registry refreshes bring new view objects.
+        dtype = next(f.dtype for f in view.features if f.name == name)
+        hit = self._decoder_cache.get((view.name, name))
+        if hit is None or hit[0] != dtype:
+            hit = self._decoder_cache[(view.name, name)] = (dtype, _decoder(dtype))
+        return hit[1]
 
     def close(self) -> None:
         self.client.close()
