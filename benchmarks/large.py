@@ -205,9 +205,10 @@ def child(lib_name: str, phase: str, repo: str, data: str, out: str) -> int:
         store = lib.FeatureStore(repo_path=repo)
         if phase == "apply":
             driver = lib.Entity(name="driver", join_keys=["driver_id"], value_type=lib.ValueType.INT64)
+            # A glob: Feast's DuckDB store reads no directories (its reader returns None).
             src = lib.FileSource(
                 name="drivers",
-                path=os.path.join(data, "drivers"),
+                path=os.path.join(data, "drivers", "*.parquet"),
                 timestamp_field="event_timestamp",
                 created_timestamp_column="created",
             )
