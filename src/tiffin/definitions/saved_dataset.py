@@ -230,12 +230,8 @@ class SavedDataset:
         return self.to_arrow().to_pandas()
 
     def to_polars(self) -> Any:
-        try:
-            import polars as pl
-        except ImportError:
-            from tiffin.errors import MissingDependencyError
-            raise MissingDependencyError("polars", "polars") from None
-        return pl.from_arrow(self.to_arrow())
+        from tiffin.frames import to_polars
+        return to_polars(self.to_arrow())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SavedDataset) and other.to_dict() == self.to_dict()

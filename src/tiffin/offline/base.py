@@ -58,12 +58,8 @@ class RetrievalJob:
         return self.to_arrow().to_pandas()
 
     def to_polars(self) -> Any:
-        try:
-            import polars as pl
-        except ImportError:
-            from tiffin.errors import MissingDependencyError
-            raise MissingDependencyError("polars", "polars") from None
-        return pl.from_arrow(self.to_arrow())
+        from tiffin.frames import to_polars
+        return to_polars(self.to_arrow())
 
     def to_sql(self) -> str:
         if self._sql is None:

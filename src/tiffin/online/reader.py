@@ -135,8 +135,8 @@ class OnlineResponse:
         return self.to_arrow(include_event_timestamps).to_pandas()
 
     def to_polars(self, include_event_timestamps: bool = False) -> Any:
-        import polars as pl
-        return pl.from_arrow(self.to_arrow(include_event_timestamps))
+        from tiffin.frames import to_polars
+        return to_polars(self.to_arrow(include_event_timestamps))
 
 
 def entity_columns(entity_rows: Any, needed: Sequence[str], what: str = "join key"

@@ -448,16 +448,15 @@ class DuckDBOfflineStore(OfflineStore):
                     batch_rows: int) -> pa.RecordBatchReader:
         logical = view.join_keys + [f.name for f in view.features]
         src = self.source_columns(view.source.batch, self.relation(view.source), logical)
-        feats = [(f.name, f.dtype) for f in view.features]
-        sql = LatestRows(src, view.join_keys, feats, start, end).render(self.dialect)
+        latest = LatestRows(src, view.join_keys, [(f.name, f.dtype) for f in view.features],
+                            start, end)
         windows = self._newest_first(view.source.batch, src.timestamp, start, end)
         con = self.connect()
         try:
             if windows:
-                raw = self._latest_by_windows(con, LatestRows(src, view.join_keys, feats, start,
-                                                              end), windows, batch_rows)
+                raw = self._latest_by_windows(con, latest, windows, batch_rows)
             else:
-                raw = con.sql(sql).to_arrow_reader(batch_rows)
+                raw = con.sql(latest.render(self.dialect)).to_arrow_reader(batch_rows)
         except duckdb.Error as e:
             con.close()
             raise BackendError(f"reading {view.name!r} from its source failed: "
