@@ -26,6 +26,7 @@ test: install
 # tiffin beside Feast 0.67 (installed into .venv-feast), same workload, same run.
 bench: install
 	bash benchmarks/setup_feast.sh
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(PY) benchmarks/run.py --wait-idle 300 $(BENCH_ARGS)
 
 lint: install

@@ -232,7 +232,10 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, registry_ttl: 
         os.environ["TIFFIN_FS_YAML"] = ctx.find_root().obj["fs_yaml"]
     click.echo(f"Serving project at http://{host}:{port} ({workers} worker(s))", err=True)
     from tiffin.server import workers as supervisor
-    supervisor.run(host, port, workers, access_log=False, log_level="warning")
+    # No proxy-header rewriting: nothing here reads the client address, and it is a
+    # middleware call per request.
+    supervisor.run(host, port, workers, access_log=False, log_level="warning",
+                   proxy_headers=False)
 
 
 @cli.command("registry-dump")

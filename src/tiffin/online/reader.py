@@ -11,6 +11,7 @@ import enum
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ from tiffin.features import FeaturePlan
 from tiffin.online.base import OnlineStore
 from tiffin.types import FeastType, from_micros
 
+_TS, _VALUES = itemgetter(0), itemgetter(1)  # of a stored (event time, values) pair
 MAX_KEYS_PER_READ = 1000  # keeps each store query's parameter list bounded
 
 
@@ -86,7 +88,9 @@ class OnlineResponse:
         """
         hits, i, cutoff = self._hits[name]
         base = self._per_view.get(("s", id(hits)))
-        if base is None:
+        if base is None and cutoff is None and None not in hits:
+            base = self._per_view[("s", id(hits))] = ["PRESENT"] * len(hits)
+        elif base is None:
             base = self._per_view[("s", id(hits))] = [
                 "NOT_FOUND" if h is None else
                 "OUTSIDE_MAX_AGE" if cutoff is not None and h[0] < cutoff else
@@ -101,7 +105,9 @@ class OnlineResponse:
         hits = self._hits[name][0]
         ts = self._per_view.get(("t", id(hits)))
         if ts is None:
-            ts = self._per_view[("t", id(hits))] = [None if h is None else h[0] for h in hits]
+            ts = self._per_view[("t", id(hits))] = (
+                list(map(_TS, hits)) if None not in hits else
+                [None if h is None else h[0] for h in hits])
         return ts
 
     def to_dict(self, include_event_timestamps: bool = False) -> dict[str, list[Any]]:
@@ -193,6 +199,8 @@ def _check_key_values(name: str, values: list[Any], dtype: FeastType) -> list[An
         ok = bytes
     else:
         ok = object
+    if ok is not object and not set(map(type, values)).difference((ok, type(None))):
+        return values  # the common case, checked in C
     bad = None
     for i, v in enumerate(values):
         if type(v) is ok or v is None:
@@ -254,7 +262,7 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
     per_view, reads = [], []
     for view, key_names, names, absent, ttl_us, outputs in rp.views:
         key_cols = [cols[c] for c in key_names]
-        keys = list(zip(*key_cols)) if len(key_cols) > 1 else [(k,) for k in key_cols[0]]
+        keys = list(zip(*key_cols))
         if len(keys) == 1:
             unique = keys if None not in keys[0] else []
         else:
@@ -273,10 +281,16 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
             found = {}
             for part in results[first:last]:
                 found.update(part)
-        hits = [found.get(k) for k in keys]
+        hits = list(map(found.get, keys))
         cutoff = now_us - ttl_us if ttl_us else None
-        # Rows whose event time is older than the ttl read as absent values.
-        if cutoff is None:
+        complete = None not in hits
+        if complete and cutoff is not None and (not hits or min(map(_TS, hits)) >= cutoff):
+            cutoff = None  # no row is too old: for this answer, as if there were no ttl
+        # Rows whose event time is older than the ttl read as absent values. The common
+        # case, every row found and fresh, takes C-level passes only.
+        if complete and cutoff is None:
+            live = list(map(_VALUES, hits))
+        elif cutoff is None:
             live = [absent if h is None else h[1] for h in hits]
         else:
             live = [absent if h is None or h[0] < cutoff else h[1] for h in hits]

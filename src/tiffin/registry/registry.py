@@ -208,6 +208,7 @@ class Registry:
         self.repository = repository  # who a full sync (partial=False) applies for
         self.cache_ttl_seconds = cache_ttl_seconds
         self._snapshot: Snapshot | None = None
+        self._raw: bytes | str | None = None  # the document self._snapshot was parsed from
         self._loaded_at = 0.0
         self._lock = threading.Lock()
 
@@ -223,11 +224,18 @@ class Registry:
 
     def refresh(self) -> Snapshot:
         raw, _ = self.store.read()
+        snap = self._snapshot
+        if snap is not None and raw == self._raw:
+            # Unchanged: keep the same objects, so caches keyed on them (request plans,
+            # store codecs) stay warm, and a serving process parses nothing.
+            with self._lock:
+                self._loaded_at = time.monotonic()
+            return snap
         doc = _parse(raw, self.store.describe())
         data = _empty_project() | (doc["projects"].get(self.project) or {})
         snap = Snapshot(self.project, data, doc.get("serial", 0))
         with self._lock:
-            self._snapshot, self._loaded_at = snap, time.monotonic()
+            self._snapshot, self._raw, self._loaded_at = snap, raw, time.monotonic()
         return snap
 
     def get(self, kind: str, name: str, allow_cache: bool = True) -> Any:

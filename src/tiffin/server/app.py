@@ -18,6 +18,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from http import HTTPStatus
 from typing import Any, Literal
 
@@ -168,6 +169,18 @@ class _RegistryRefresher:
                 log.exception("registry refresh failed; serving the previous snapshot")
 
 
+class _FeatureServer(FastAPI):
+    """FastAPI, with HTTP requests entering through a ServingLayer first."""
+
+    serving: ServingLayer | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.serving is not None and scope["type"] == "http":
+            await self.serving(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 5.0) -> FastAPI:
     """The ASGI app. Without ``store``, the repository comes from $TIFFIN_REPO_PATH (or .)."""
     if store is None:
@@ -185,7 +198,7 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
         refresher.stop()
         store.close()
 
-    app = FastAPI(title="tiffin feature server", version="1", lifespan=lifespan)
+    app = _FeatureServer(title="tiffin feature server", version="1", lifespan=lifespan)
     app.state.store = store
 
     @app.exception_handler(TiffinError)
@@ -235,9 +248,10 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
                 body["hint"] = e.hint
             return status, dumps({"error": body})
 
-    # Outermost of our layers: metrics for every request, and well-formed online reads
-    # answered without FastAPI's per-request machinery (see tiffin.server.fast).
-    app.add_middleware(ServingLayer, metrics=metrics, online=online)
+    # In front of everything, Starlette's middleware stack included: metrics for every
+    # request, and well-formed online reads answered without FastAPI's per-request
+    # machinery (see tiffin.server.fast).
+    app.serving = ServingLayer(partial(FastAPI.__call__, app), metrics=metrics, online=online)
 
     @app.post("/get-online-features", response_model=GetOnlineFeaturesResponse,
               responses=errors(400, 404, 422, 503))

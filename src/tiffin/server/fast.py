@@ -11,6 +11,7 @@ document stay FastAPI's. It also records the request metrics for every path.
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable
 from datetime import date, datetime
@@ -20,6 +21,8 @@ import orjson
 
 from tiffin.online.reader import OnlineResponse
 from tiffin.types import from_micros
+
+log = logging.getLogger("tiffin.server")
 
 EPOCH_ISO = "1970-01-01T00:00:00Z"
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -132,7 +135,12 @@ class ServingLayer:
                     return
                 parsed = plain_request(body)
                 if parsed is not None:
-                    status, payload = self.online(*parsed)
+                    try:
+                        status, payload = self.online(*parsed)
+                    except Exception:  # a bug: logged, and answered in our error format
+                        log.exception("server fault on /get-online-features")
+                        status, payload = 500, dumps({"error": {
+                            "type": "InternalServerError", "message": "internal server error"}})
                     await send({"type": "http.response.start", "status": status,
                                 "headers": [*_JSON_HEADERS,
                                             (b"content-length", str(len(payload)).encode())]})

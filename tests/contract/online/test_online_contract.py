@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from datetime import timedelta
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from conftest import NOW, OnlineWorld
 
@@ -35,6 +37,49 @@ def test_write_then_read_every_type(world):
     table = resp.to_arrow()
     assert str(table.schema.field("f32").type) == "float"
     assert resp.to_df()["s"].tolist() == ["héllo"]
+
+
+def test_edge_values_round_trip_exactly(world):
+    # Values a store's encoding could bend: non-finite floats, the ends of Int64,
+    # empty text and bytes, and doubles that need all 17 digits.
+    rows = [
+        {"driver_id": 1, "__event_ts": NOW, "f64": math.nan, "f32": math.inf,
+         "i64": 2**63 - 1, "s": "", "raw": b"", "af64": [math.nan, -math.inf, 0.1 + 0.2]},
+        {"driver_id": 2, "__event_ts": NOW, "f64": -0.0, "f32": -math.inf,
+         "i64": -2**63, "s": "a|b\\c\u00e9\U0001f600", "raw": b"\xc0\x00", "af64": [None]},
+    ]
+    world.write("driver_stats", rows)
+    names = ["f64", "f32", "i64", "s", "raw", "af64"]
+    got = world.read([f"driver_stats:{n}" for n in names],
+                     [{"driver_id": 1}, {"driver_id": 2}]).to_dict()
+    assert math.isnan(got["f64"][0]) and got["f64"][1] == 0.0  # SQLite drops zero's sign
+    assert got["f32"] == [math.inf, -math.inf]
+    assert got["i64"] == [2**63 - 1, -2**63]
+    assert got["s"] == ["", "a|b\\c\u00e9\U0001f600"]
+    assert got["raw"] == [b"", b"\xc0\x00"]
+    first = got["af64"][0]
+    assert math.isnan(first[0]) and first[1:] == [-math.inf, 0.1 + 0.2]
+    assert got["af64"][1] == [None]
+
+
+def test_a_nan_written_by_another_client_is_read_as_nan(world):
+    # A reader that has already answered (and cached what it needs) sees a NaN written
+    # by another client of the same store.
+    from tiffin import FeatureStore
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW, "f64": 1.0}])
+    assert world.read(["driver_stats:f64"], [{"driver_id": 1}]).to_dict()["f64"] == [1.0]
+    other = FeatureStore(repo_path=world.tmp, config=world.config)
+    try:
+        view = other.get_feature_view("driver_stats")
+        from tiffin.offline.base import online_batch_schema
+        schema = online_batch_schema(view)
+        row = {"driver_id": 1, "__event_ts": NOW + timedelta(seconds=1), "f64": math.nan}
+        other.online_store.write(view, pa.RecordBatch.from_pydict(
+            {f.name: [row.get(f.name)] for f in schema}, schema=schema))
+    finally:
+        other.close()
+    got = world.read(["driver_stats:f64"], [{"driver_id": 1}])
+    assert math.isnan(got.to_dict()["f64"][0]) and got.statuses["f64"] == [P]
 
 
 def test_unknown_key_is_not_found_and_stored_null_is_null_value(world):

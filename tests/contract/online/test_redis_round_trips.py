@@ -55,3 +55,57 @@ def test_three_views_one_round_trip(world, round_trips, n_rows):
     assert d["i64"] == list(range(n_rows))
     assert d["trips"] == list(range(n_rows))
     assert d["spend"] == [1.5] * n_rows
+
+
+def _with_schema(world, view_name, source_file, change):
+    """Re-apply ``view_name`` with its schema changed by ``change(list of Fields)``, and
+    its (empty) Parquet source to match, so apply's source checks pass."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    view = world.view(view_name)
+    view.schema = change(list(view.schema))
+    path = world.tmp / source_file
+    old = pq.read_schema(path)
+    keep = [f for f in old if f.name in ("event_timestamp", *view.join_keys)]
+    pq.write_table(pa.schema(keep + [pa.field(f.name, f.dtype.to_arrow())
+                                     for f in view.features]).empty_table(), path)
+    world.store.apply([view])
+
+
+def test_rows_of_an_older_layout_are_read_by_name(world):
+    from tiffin import Field
+    from tiffin.types import Int64, String
+
+    world.write("customer_stats", [{"customer_id": "old", "__event_ts": NOW, "spend": 2.0,
+                                    "tier": "gold"}])
+    # A feature added in front, and 'tier' now an Int64: positions and a type changed.
+    _with_schema(world, "customer_stats", "customers.parquet", lambda fields: (
+        [Field(name="visits", dtype=Int64)]
+        + [Field(name="tier", dtype=Int64) if f.name == "tier" else f for f in fields]))
+    world.write("customer_stats", [{"customer_id": "new", "__event_ts": NOW, "spend": 3.0,
+                                    "tier": 7, "visits": 1}])
+    rows = [{"customer_id": "old"}, {"customer_id": "new"}]
+    got = world.read(["customer_stats:spend", "customer_stats:visits", "customer_stats:tier"],
+                     rows).to_dict()
+    # The old row keeps 'spend'; 'visits' did not exist and 'tier' was a String: null.
+    assert got == {"customer_id": ["old", "new"], "spend": [2.0, 3.0], "visits": [None, 1],
+                   "tier": [None, 7]}
+    # Back to the first layout: the old row reads in full again, and a fresh client
+    # (no cached layouts) agrees.
+    _with_schema(world, "customer_stats", "customers.parquet", lambda fields: [
+        Field(name="spend", dtype=fields[1].dtype), Field(name="tier", dtype=String)])
+    world.store.close()
+    del world.store.__dict__["online_store"]  # a new store object: no layouts cached
+    fresh = world.read(["customer_stats:tier", "customer_stats:spend"], rows).to_dict()
+    assert fresh == {"customer_id": ["old", "new"], "tier": ["gold", None], "spend": [2.0, 3.0]}
+
+
+def test_a_key_left_by_an_older_layout_is_replaced_on_write(world):
+    store = world.store.online_store
+    view = world.view("driver_stats")
+    key = store._prefix(view) + "i1"
+    store.client.hset(key, mapping={"__ts": "1", "i64": "5"})  # the hash layout of tiffin 0.1
+    assert world.read(["driver_stats:i64"], [{"driver_id": 1}]).to_dict()["i64"] == [None]
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW, "i64": 6}])
+    assert world.read(["driver_stats:i64"], [{"driver_id": 1}]).to_dict()["i64"] == [6]

@@ -1,24 +1,38 @@
 """Redis online store.
 
-Key layout: one hash per (project, view, entity key)::
+Key layout: one string per (project, view, entity key)::
 
     tiffin:<project>:<view>:<join key values, '|'-separated, each type-tagged>
-        __ts  -> event time, epoch microseconds
-        __cr  -> created time, epoch microseconds ('' when unknown)
-        <feature> -> the value, encoded by its type (absent field: null)
+        -> msgpack [event time, created time or nil, layout id, value 1, ..., value n]
+    tiffin:<project>:<view>:#layouts      (a hash)
+        layout id -> msgpack [[feature name, type name], ...]
 
-Writes go through one Lua script per batch, which keeps a row only if it is
+Values are positional, in the order of the view's features when the row was
+written; the layout id (a hash of those names and types) says which order. A read
+whose view has the same layout picks its features by position in C; rows of an
+older layout (a feature added since) are matched by name through ``#layouts``,
+and a feature they lack, or whose type changed, reads as null. Times are epoch
+microseconds, also inside values (``UnixTimestamp`` features).
+
+A request reads every key of every view in one ``MGET``. Redis does about 0.5 us
+of work per key (the previous layout, a Lua script doing one ``HMGET`` per key,
+cost three times that and blocked the server for the whole call), and the client
+decodes all the values with one msgpack call over their concatenation: positional
+arrays decode about 4x faster than a map per row.
+
+Writes go through one Lua script per chunk, which keeps a row only if it is
 newer in event time (then created time) than the stored one, so replays and
-late batches never overwrite fresher data. An online request is one round trip:
-one script call that HMGETs every key of every view (``read_many``). With
-``key_ttl_seconds`` (or ``key_ttl_from_view``) keys expire.
+late batches never overwrite fresher data. With ``key_ttl_seconds`` (or
+``key_ttl_from_view``) keys expire.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import struct
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -32,94 +46,71 @@ from tiffin.online.redis.config import RedisOnlineStoreConfig
 from tiffin.types import Array, FeastType, from_micros
 
 try:
+    import msgpack
     import redis
 except ImportError:  # pragma: no cover - exercised only without the extra
-    redis = None
+    redis = msgpack = None
 
+try:  # packs a command in C; redis-py's own packer walks the arguments in Python
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - redis[hiredis] brings it
+    _pack_command = None
+
+# KEYS: the rows' keys, then the view's #layouts hash. ARGV: ttl in ms (0: none), the
+# layout id and its description, then per row: event ts, created ts ('' if unknown),
+# value. The layout is recorded in the same call, so no row exists without it. A
+# stored value of another type (a hash from an older tiffin) is replaced.
 _WRITE = """
-local n = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local pos = 3
-for i = 1, #KEYS do
-  local ts = tonumber(ARGV[pos])
-  local cr = tonumber(ARGV[pos + 1]) or -1
-  local cur = redis.call('HMGET', KEYS[i], '__ts', '__cr')
-  local cts = tonumber(cur[1])
-  local ccr = tonumber(cur[2]) or -1
-  if cts == nil or ts > cts or (ts == cts and cr >= ccr) then
-    redis.call('DEL', KEYS[i])
-    local args = {'__ts', ARGV[pos], '__cr', ARGV[pos + 1]}
-    for j = 0, n - 1 do
-      local f = ARGV[pos + 2 + 2 * j]
-      if f ~= '' then
-        table.insert(args, f)
-        table.insert(args, ARGV[pos + 3 + 2 * j])
-      end
-    end
-    redis.call('HSET', KEYS[i], unpack(args))
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+local n = #KEYS - 1
+redis.call('HSET', KEYS[n + 1], ARGV[2], ARGV[3])
+local ttl = tonumber(ARGV[1])
+for i = 1, n do
+  local at = 3 * i + 1
+  local ts = tonumber(ARGV[at])
+  local cr = tonumber(ARGV[at + 1]) or -1
+  local cur = redis.pcall('GET', KEYS[i])
+  local newer = true
+  if type(cur) == 'string' then
+    local old = cmsgpack.unpack(cur)
+    local cts = old[1]
+    local ccr = old[2] or -1
+    newer = ts > cts or (ts == cts and cr >= ccr)
   end
-  pos = pos + 2 + 2 * n
+  if newer then
+    if ttl > 0 then
+      redis.call('SET', KEYS[i], ARGV[at + 2], 'PX', ttl)
+    else
+      redis.call('SET', KEYS[i], ARGV[at + 2])
+    end
+  end
 end
 return 0
 """
 
+_NIL = b"\xc0"  # msgpack nil: stands in for a key that is not there
 
-# Reads: every key of every view of one request in one EVALSHA. A pipeline of HMGETs
-# is one round trip too, but redis-py packs and parses each command in Python
-# (~20 us apiece); one script call is one command and one nested reply that hiredis
-# parses in C. ARGV: group count, then per view: key count, field count, fields.
-_READ = """
-local out = {}
-local k = 1
-local pos = 2
-for g = 1, tonumber(ARGV[1]) do
-  local nkeys = tonumber(ARGV[pos])
-  local nf = tonumber(ARGV[pos + 1])
-  local fields = {}
-  for j = 1, nf do fields[j] = ARGV[pos + 1 + j] end
-  pos = pos + 2 + nf
-  for i = 1, nkeys do
-    out[k] = redis.call('HMGET', KEYS[k], unpack(fields))
-    k = k + 1
-  end
-end
-return out
-"""
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + struct.pack(">H", n)
+    return b"\xdd" + struct.pack(">I", n)
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _encoder(dtype: FeastType) -> Callable[[Any], bytes | str]:
+def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
+    """How a stored value becomes the user's value (None: msgpack already gives it)."""
     if isinstance(dtype, Array):
-        return lambda v: json.dumps(v)
-    if dtype.name == "Bool":
-        return lambda v: "1" if v else "0"
-    if dtype.name == "Bytes":
-        return lambda v: v
-    if dtype.name == "Float32" or dtype.name == "Float64":
-        return lambda v: repr(float(v))
-    return lambda v: str(v)
-
-
-def _decoder(dtype: FeastType) -> Callable[[bytes], Any]:
-    if isinstance(dtype, Array):
-        base = dtype.base_type.name
-        if base == "UnixTimestamp":
-            return lambda b: [None if x is None else from_micros(x) for x in json.loads(b)]
-        return lambda b: json.loads(b)
-    name = dtype.name
-    if name in ("Int32", "Int64"):
-        return int
-    if name in ("Float32", "Float64"):
-        return float
-    if name == "Bool":
-        return lambda b: b == b"1"
-    if name == "Bytes":
-        return lambda b: b
-    if name == "UnixTimestamp":
-        return lambda b: from_micros(int(b))
-    return lambda b: b.decode()
+        if dtype.base_type.name == "UnixTimestamp":
+            return lambda v: None if v is None else [None if x is None else from_micros(x)
+                                                     for x in v]
+        return None
+    if dtype.name == "UnixTimestamp":
+        return lambda v: None if v is None else from_micros(v)
+    return None
 
 
 def _key_part(v: Any) -> str:
@@ -133,19 +124,69 @@ def _key_part(v: Any) -> str:
     return "i" + str(v)
 
 
+class _Codec:
+    """How one view's rows are keyed, laid out and decoded; rebuilt when the view changes."""
+
+    def __init__(self, prefix: str, view: FeatureView):
+        self.view = view
+        self.names = [f.name for f in view.features]
+        self.types = [str(f.dtype) for f in view.features]
+        self.description = msgpack.packb([self.names, self.types])
+        digest = hashlib.blake2b(self.description, digest_size=8)
+        self.layout = int.from_bytes(digest.digest(), "big")
+        self.position = {name: 3 + i for i, name in enumerate(self.names)}
+        self.decoders = {f.name: _decoder(f.dtype) for f in view.features}
+        self.layouts_key = prefix + "#layouts"
+        keys = view.entity_columns
+        if len(keys) == 1 and keys[0].dtype.name in ("Int32", "Int64"):
+            int_prefix = prefix + "i"  # _key_part of an int, without a call per key
+
+            def build(ks: Sequence[tuple]) -> list[str]:
+                return [f"{int_prefix}{k[0]}" for k in ks]
+        else:
+            def build(ks: Sequence[tuple]) -> list[str]:
+                return [prefix + "|".join(_key_part(v) for v in k) for k in ks]
+        self.keys = build
+        self._pickers: dict[tuple[str, ...], Callable[[list], tuple]] = {}
+
+    def picker(self, features: Sequence[str]) -> Callable[[list], tuple]:
+        """Stored row (this layout) -> the requested values, as a tuple, in one C call."""
+        feats = tuple(features)
+        pick = self._pickers.get(feats)
+        if pick is None:
+            at = [self.position[f] for f in feats]
+            if len(at) == 1:
+                i = at[0]
+                pick = self._pickers[feats] = lambda row: (row[i],)
+            elif at:
+                pick = self._pickers[feats] = itemgetter(*at)
+            else:
+                pick = self._pickers[feats] = lambda row: ()
+        return pick
+
+
 class RedisOnlineStore(OnlineStore):
     def __init__(self, config: RedisOnlineStoreConfig, repo_config: RepoConfig):
         super().__init__(config, repo_config)
-        if redis is None:
+        if redis is None or msgpack is None:
             raise MissingDependencyError("redis", "redis")
-        self.client = redis.Redis(connection_pool=redis.ConnectionPool(
-            **config.connection_kwargs(), max_connections=config.max_connections))
+        self.pool = redis.ConnectionPool(**config.connection_kwargs(),
+                                         max_connections=config.max_connections)
+        self.client = redis.Redis(connection_pool=self.pool)
         self._script = self.client.register_script(_WRITE)
-        self._read_script = self.client.register_script(_READ)
-        self._decoder_cache: dict[tuple[str, str], tuple[FeastType, Callable[[bytes], Any]]] = {}
+        self._codecs: dict[str, _Codec] = {}
+        # (view, layout id) -> {feature name: (position, type name)}; layouts never change
+        self._layouts: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
 
     def _prefix(self, view: FeatureView) -> str:
         return f"tiffin:{self.project}:{view.name}:"
+
+    def _codec(self, view: FeatureView) -> _Codec:
+        # Rebuilt when the registry hands out a new view object (refresh, re-apply).
+        codec = self._codecs.get(view.name)
+        if codec is None or codec.view is not view:
+            codec = self._codecs[view.name] = _Codec(self._prefix(view), view)
+        return codec
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -159,7 +200,7 @@ class RedisOnlineStore(OnlineStore):
         self._call("pinging", self.client.ping)
 
     def prepare(self, keep: Sequence[FeatureView], delete: Sequence[FeatureView]) -> None:
-        self.teardown(delete)  # hashes need no schema; removed views lose their keys
+        self.teardown(delete)  # strings need no schema; removed views lose their keys
 
     def teardown(self, views: Sequence[FeatureView]) -> None:
         for view in views:
@@ -184,26 +225,28 @@ class RedisOnlineStore(OnlineStore):
     def write(self, view: FeatureView, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
-        keys = [f.name for f in view.entity_columns]
-        feats = [f for f in view.features if f.name in batch.schema.names]
-        key_cols = [python_values(batch.column(k)) for k in keys]
+        codec = self._codec(view)
+        key_cols = [python_values(batch.column(f.name)) for f in view.entity_columns]
+        keys = codec.keys(list(zip(*key_cols)))
         ts = pc.cast(batch.column("__event_ts"), pa.int64()).to_pylist()
         cr = pc.cast(batch.column("__created_ts"), pa.int64()).to_pylist()
-        values = [python_values(batch.column(f.name)) for f in feats]
-        encoders = [_encoder(f.dtype) for f in feats]
-        prefix = self._prefix(view)
-        names = [f.name for f in feats]
+        present = set(batch.schema.names)
+        nulls = [None] * batch.num_rows  # a feature the batch lacks is written as null
+        values = [python_values(batch.column(name)) if name in present else nulls
+                  for name in codec.names]
+        pack = msgpack.Packer().pack
+        ttl = self._ttl_ms(view)
+        layout = codec.layout
         chunk = 500
         for start in range(0, batch.num_rows, chunk):
-            rkeys, argv = [], [len(feats), self._ttl_ms(view)]
-            for i in range(start, min(start + chunk, batch.num_rows)):
-                rkeys.append(prefix + "|".join(_key_part(c[i]) for c in key_cols))
-                argv += [ts[i], "" if cr[i] is None else cr[i]]
-                for name, col, enc in zip(names, values, encoders):
-                    v = col[i]
-                    argv += ["", ""] if v is None else [name, enc(v)]  # '' name: a null
+            stop = min(start + chunk, batch.num_rows)
+            argv: list[Any] = [ttl, layout, codec.description]
+            for i in range(start, stop):
+                argv += [ts[i], "" if cr[i] is None else cr[i],
+                         pack([ts[i], cr[i], layout, *[col[i] for col in values]])]
             self._call(f"writing {view.name!r}",
-                       lambda rkeys=rkeys, argv=argv: self._script(keys=rkeys, args=argv))
+                       lambda rkeys=[*keys[start:stop], codec.layouts_key], argv=argv:
+                       self._script(keys=rkeys, args=argv))
 
     def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
              ) -> ReadResult:
@@ -212,46 +255,84 @@ class RedisOnlineStore(OnlineStore):
     def read_many(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
                   ) -> list[ReadResult]:
         rkeys: list[str] = []
-        argv: list[Any] = [len(reads)]
-        for view, keys, features in reads:
-            prefix = self._prefix(view)
-            if len(view.join_keys) == 1:
-                rkeys += [prefix + _key_part(key[0]) for key in keys]
-            else:
-                rkeys += [prefix + "|".join(_key_part(v) for v in key) for key in keys]
-            argv += [len(keys), len(features) + 1, "__ts", *features]
+        for view, keys, _ in reads:
+            rkeys += self._codec(view).keys(keys)
         if not rkeys:
             return [{} for _ in reads]
-        rows = self._call("reading", lambda: self._read_script(keys=rkeys, args=argv))
+        stored = self._call("reading", lambda: self._mget(rkeys))
+        # One C-level decode for the whole request: the stored values are msgpack
+        # documents, so their concatenation behind an array header is one document.
+        rows = msgpack.unpackb(_array_header(len(stored)) + b"".join(
+            [_NIL if v is None else v for v in stored]))
         out: list[ReadResult] = []
         at = 0
         for view, keys, features in reads:
+            codec = self._codec(view)
             mine = rows[at:at + len(keys)]
             at += len(keys)
-            hit = [(k, r) for k, r in zip(keys, mine) if r[0] is not None]
-            if not hit:
-                out.append({})
-                continue
-            # Decode column by column (one C-level map per feature), not value by value.
-            cols = list(zip(*(r for _, r in hit)))
-            decoded = [list(map(int, cols[0]))]
-            for name, col in zip(features, cols[1:]):
-                decode = self._decoders(view, name)
-                decoded.append(list(map(decode, col)) if None not in col else
-                               [None if b is None else decode(b) for b in col])
-            found: ReadResult = {}
-            for (key, _), ts, *values in zip(hit, *decoded):
-                found[key] = (ts, values)
+            layouts = {row[2] for row in mine if row is not None}
+            if not layouts or layouts == {codec.layout}:
+                pick = codec.picker(features)
+                found: ReadResult = {key: (row[0], pick(row))
+                                     for key, row in zip(keys, mine) if row is not None}
+            else:
+                found = self._read_mixed(codec, keys, mine, features)
+            todo = [(i, d) for i, f in enumerate(features)
+                    if (d := codec.decoders[f]) is not None]
+            if todo and found:
+                for key, (ts, values) in found.items():
+                    fixed = list(values)
+                    for i, decode in todo:
+                        if fixed[i] is not None:
+                            fixed[i] = decode(fixed[i])
+                    found[key] = (ts, fixed)
             out.append(found)
         return out
 
-    def _decoders(self, view: FeatureView, name: str) -> Callable[[bytes], Any]:
-        # Keyed by name and checked by type: registry refreshes bring new view objects.
-        dtype = next(f.dtype for f in view.features if f.name == name)
-        hit = self._decoder_cache.get((view.name, name))
-        if hit is None or hit[0] != dtype:
-            hit = self._decoder_cache[(view.name, name)] = (dtype, _decoder(dtype))
-        return hit[1]
+    def _read_mixed(self, codec: _Codec, keys: Sequence[tuple], rows: list,
+                    features: Sequence[str]) -> ReadResult:
+        """Rows of several layouts (the view changed since some were written): by name."""
+        found: ReadResult = {}
+        for key, row in zip(keys, rows):
+            if row is None:
+                continue
+            if row[2] == codec.layout:
+                found[key] = (row[0], codec.picker(features)(row))
+                continue
+            old = self._layout(codec, row[2])
+            values = []
+            for name, dtype in zip(features, (codec.types[codec.position[f] - 3]
+                                              for f in features)):
+                pos = old.get(name)
+                # A feature the row predates, or whose type changed, reads as null.
+                values.append(row[pos[0]] if pos is not None and pos[1] == dtype else None)
+            found[key] = (row[0], tuple(values))
+        return found
+
+    def _layout(self, codec: _Codec, layout: int) -> dict[str, tuple[int, str]]:
+        hit = self._layouts.get((codec.view.name, layout))
+        if hit is None:
+            raw = self._call("reading", lambda: self.client.hget(codec.layouts_key, str(layout)))
+            names, types = msgpack.unpackb(raw) if raw is not None else ([], [])
+            hit = self._layouts[(codec.view.name, layout)] = {
+                n: (3 + i, t) for i, (n, t) in enumerate(zip(names, types))}
+        return hit
+
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        # Straight on a pooled connection: redis-py's command path (argument checks and
+        # packing in Python, response callbacks) costs more than Redis takes to answer.
+        conn = self.pool.get_connection()
+        try:
+            if _pack_command is None:  # pragma: no cover
+                conn.send_command("MGET", *keys)
+            else:
+                conn.send_packed_command((_pack_command(("MGET", *keys)),))
+            return conn.read_response()
+        except BaseException:
+            conn.disconnect()  # a half-read reply must not reach the next caller
+            raise
+        finally:
+            self.pool.release(conn)
 
     def close(self) -> None:
         self.client.close()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView, Field
@@ -52,12 +53,34 @@ def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
     return None
 
 
+# SQLite binds a NaN double as NULL, so a NaN is stored as this text in its REAL column,
+# and the table is listed in _NAN_TABLE: reads of other tables never look for it.
+_NAN = "NaN"
+_NAN_TABLE = "__tiffin_nan_tables"
+
+
 def _column_values(col: pa.Array | pa.ChunkedArray, dtype: FeastType | None) -> list[Any]:
     """An Arrow column as the Python values SQLite stores (arrays as JSON text)."""
     values = python_values(col)
     if dtype is not None and isinstance(dtype, Array):
         return [None if v is None else json.dumps(v) for v in values]
+    if pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
+        return [_NAN if v != v else v for v in values]
     return values
+
+
+def _restore_nan(rows: list[tuple], columns: list[int]) -> list[tuple]:
+    """Rows with the NaN text in float ``columns`` turned back into float NaN."""
+    out = []
+    for row in rows:
+        if _NAN in row:
+            row = list(row)
+            for i in columns:
+                if row[i] == _NAN:
+                    row[i] = float("nan")
+            row = tuple(row)
+        out.append(row)
+    return out
 
 
 class SQLiteOnlineStore(OnlineStore):
@@ -65,9 +88,9 @@ class SQLiteOnlineStore(OnlineStore):
         super().__init__(config, repo_config)
         self.path = repo_config.resolve_path(config.path)
         self._local = threading.local()
-        # (view, features, number of keys) -> (SELECT, value decoders)
+        # (view, features, number of keys) -> (SELECT, value decoders, float columns)
         self._read_sql: dict[tuple[str, tuple[str, ...], int],
-                             tuple[str, list[tuple[int, Callable]]]] = {}
+                             tuple[str, list[tuple[int, Callable]], list[int]]] = {}
 
     # -- connections ---------------------------------------------------------------------
     def _con(self) -> sqlite3.Connection:
@@ -169,15 +192,38 @@ class SQLiteOnlineStore(OnlineStore):
                + f" WHERE excluded.__event_ts > {table}.__event_ts OR "
                  f"(excluded.__event_ts = {table}.__event_ts AND "
                  f"COALESCE(excluded.__created_ts, 0) >= COALESCE({table}.__created_ts, 0))")
+        has_nan = any(_NAN in col for n, col in zip(names, columns)
+                      if pa.types.is_floating(batch.schema.field(n).type))
         con = self._con()
         try:
             con.execute("BEGIN IMMEDIATE")
             con.executemany(sql, zip(*columns))
+            if has_nan:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {_NAN_TABLE} "
+                            "(name TEXT PRIMARY KEY) WITHOUT ROWID")
+                con.execute(f"INSERT OR IGNORE INTO {_NAN_TABLE} VALUES (?)",
+                            (self.table(view),))
             con.execute("COMMIT")
+            if has_nan:
+                self._local.nan = None  # our own commit does not move data_version
         except sqlite3.Error as e:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise BackendError(f"writing {view.name!r} to SQLite {self.path} failed: {e}") from e
+
+    def _nan_tables(self) -> frozenset[str]:
+        """Tables holding a NaN; re-read only when another connection has committed."""
+        con = self._con()
+        version = con.execute("PRAGMA data_version").fetchone()[0]
+        cached = getattr(self._local, "nan", None)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            names = frozenset(r[0] for r in con.execute(f"SELECT name FROM {_NAN_TABLE}"))
+        except sqlite3.OperationalError:  # no NaN was ever written
+            names = frozenset()
+        self._local.nan = (version, names)
+        return names
 
     # -- reads ---------------------------------------------------------------------------
     def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
@@ -190,9 +236,12 @@ class SQLiteOnlineStore(OnlineStore):
             by_name: dict[str, Field] = {f.name: f for f in view.features}
             decoders = [(i, d) for i, n in enumerate(feats)
                         if (d := _decoder(by_name[n].dtype)) is not None]
+            floats = [nkeys + 1 + i for i, n in enumerate(feats)
+                      if not isinstance(by_name[n].dtype, Array)
+                      and by_name[n].dtype.name in ("Float32", "Float64")]
             prepared = self._read_sql[cache_key] = (self._select(view, feats, len(keys)),
-                                                    decoders)
-        sql, decoders = prepared
+                                                    decoders, floats)
+        sql, decoders, floats = prepared
         if nkeys == 1:
             # Sorted keys walk the primary-key B-tree in order: fewer page visits.
             params = [k[0] for k in keys]
@@ -210,6 +259,8 @@ class SQLiteOnlineStore(OnlineStore):
                 return {}  # never materialized into this database: every key is NOT_FOUND
             raise BackendError(f"reading {view.name!r} from SQLite {self.path} failed: {e}"
                                ) from e
+        if floats and self.table(view) in self._nan_tables():
+            rows = _restore_nan(rows, floats)
         if not decoders:
             return {row[:nkeys]: (row[nkeys], row[nkeys + 1:]) for row in rows}
         out: ReadResult = {}
