@@ -39,7 +39,7 @@ from tiffin.materialize.base import Engine, MaterializeResult
 from tiffin.offline import saved_datasets
 from tiffin.offline.base import OfflineStore, RetrievalJob, historical_job
 from tiffin.online.base import OnlineStore
-from tiffin.online.reader import OnlineResponse, read_online
+from tiffin.online.reader import OnlineResponse, read_online, read_online_async
 from tiffin.push import PushMode
 from tiffin.registry import Diff, Registry, open_registry
 from tiffin.transform import on_demand_offline
@@ -232,6 +232,13 @@ class FeatureStore:
         """Latest values for each entity row, with a status per value."""
         plan = self._plan(features, full_feature_names)
         return read_online(self.online_store, plan, entity_rows)
+
+    async def get_online_features_async(self, features: Sequence[str] | FeatureService,
+                                        entity_rows: Any, full_feature_names: bool = False,
+                                        **_feast_only: Any) -> OnlineResponse:
+        """``get_online_features`` for an event loop: the store's I/O is awaited."""
+        plan = self._plan(features, full_feature_names)
+        return await read_online_async(self.online_store, plan, entity_rows)
 
     # -- saved datasets ------------------------------------------------------------------
     def create_saved_dataset(self, from_: RetrievalJob, name: str, storage: SavedDatasetStorage,

@@ -69,6 +69,13 @@ class OnlineStore(ABC):
         """
         return [self.read(view, keys, features) for view, keys, features in reads]
 
+    async def read_many_async(self, reads: Sequence[tuple[FeatureView, Sequence[tuple],
+                                                          Sequence[str]]]) -> list[ReadResult]:
+        """``read_many`` for an event loop. Stores whose reads wait on the network
+        (Redis) override this so a server overlaps requests while the store answers;
+        the default reads synchronously (an embedded store has nothing to wait for)."""
+        return self.read_many(reads)
+
     def ping(self) -> None:
         """Raise if the store cannot be reached (health checks)."""
 

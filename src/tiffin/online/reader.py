@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 
 from tiffin.errors import EntityDataFrameError, EntityValueError, RequestError
 from tiffin.features import FeaturePlan
-from tiffin.online.base import OnlineStore
+from tiffin.online.base import OnlineStore, ReadResult
 from tiffin.types import FeastType, from_micros
 
 _TS, _VALUES = itemgetter(0), itemgetter(1)  # of a stored (event time, values) pair
@@ -250,13 +251,26 @@ def _read_plan(plan: FeaturePlan) -> _ReadPlan:
 
 def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
                 now: float | None = None) -> OnlineResponse:
+    reads, finish = _begin(plan, entity_rows, now)
+    return finish(store.read_many(reads) if reads else [])
+
+
+async def read_online_async(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
+                            now: float | None = None) -> OnlineResponse:
+    """``read_online`` that awaits the store, for stores with an asynchronous client."""
+    reads, finish = _begin(plan, entity_rows, now)
+    return finish(await store.read_many_async(reads) if reads else [])
+
+
+def _begin(plan: FeaturePlan, entity_rows: Any, now: float | None
+           ) -> tuple[list[tuple[Any, list[tuple], list[str]]],
+                      Callable[[list[ReadResult]], OnlineResponse]]:
+    """Validate the request and list the store reads: (reads, finish(results) -> answer)."""
     rp = _read_plan(plan)
     cols, _ = entity_columns(entity_rows, rp.entity_columns)
     for name, col in cols.items():
         _check_key_values(name, col, rp.key_types[name])
     now_us = int((time.time() if now is None else now) * 1_000_000)
-
-    by_output: dict[str, tuple[list[Any], tuple[list[Any], int, int | None], FeastType]] = {}
     # First the keys of every view, then one read_many for all of them, so a store that
     # can (Redis) answers the whole request in one round trip.
     per_view, reads = [], []
@@ -273,7 +287,12 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
         for start in range(0, len(unique), MAX_KEYS_PER_READ):
             reads.append((view, unique[start:start + MAX_KEYS_PER_READ], names))
         per_view.append((keys, first, len(reads), absent, ttl_us, outputs, len(names)))
-    results = store.read_many(reads) if reads else []
+    return reads, partial(_finish, plan, entity_rows, cols, now_us, per_view)
+
+
+def _finish(plan: FeaturePlan, entity_rows: Any, cols: dict[str, list[Any]], now_us: int,
+            per_view: list[tuple], results: list[ReadResult]) -> OnlineResponse:
+    by_output: dict[str, tuple[list[Any], tuple[list[Any], int, int | None], FeastType]] = {}
     for keys, first, last, absent, ttl_us, outputs, n_names in per_view:
         if last - first == 1:
             found = results[first]

@@ -227,8 +227,9 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
         return error_response(422, "InvalidRequestBody", "; ".join(parts) or "invalid body")
 
-    def online(features: list[str] | None, feature_service: str | None,
-               entities: dict[str, list[Any]], full_feature_names: bool) -> tuple[int, bytes]:
+    async def online(features: list[str] | None, feature_service: str | None,
+                     entities: dict[str, list[Any]], full_feature_names: bool
+                     ) -> tuple[int, bytes]:
         """The online read for both the fast path and the FastAPI route: (status, JSON)."""
         try:
             if (features is None) == (feature_service is None):
@@ -236,7 +237,8 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
             wanted: Any = features if features is not None else \
                 store.get_feature_service(feature_service)  # type: ignore[arg-type]
             started = time.perf_counter()
-            resp = store.get_online_features(wanted, entities, full_feature_names)
+            # Awaited: while a networked store (Redis) answers, the worker serves others.
+            resp = await store.get_online_features_async(wanted, entities, full_feature_names)
             metrics.online_store_latency.observe(time.perf_counter() - started)
             return 200, dumps(online_json(resp))
         except TiffinError as e:
@@ -257,7 +259,7 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
               responses=errors(400, 404, 422, 503))
     async def get_online_features(body: GetOnlineFeaturesRequest) -> Response:
         # Reached only for bodies the fast path passed on (after FastAPI's coercions).
-        status, payload = online(body.features, body.feature_service, body.entities,
+        status, payload = await online(body.features, body.feature_service, body.entities,
                                  body.full_feature_names)
         return Response(payload, status_code=status, media_type="application/json")
 

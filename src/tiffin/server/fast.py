@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -111,13 +111,13 @@ def plain_request(body: bytes) -> tuple[list[str] | None, str | None, dict[str, 
 class ServingLayer:
     """Outermost ASGI app: request metrics for every path, and the online read's fast path.
 
-    ``online(features, feature_service, entities, full_feature_names)`` returns
+    ``await online(features, feature_service, entities, full_feature_names)`` gives
     ``(status, body)``; it must turn tiffin's errors into their JSON answers itself.
     """
 
     def __init__(self, app: Any, metrics: Any,
                  online: Callable[[list[str] | None, str | None, dict[str, list[Any]], bool],
-                                  tuple[int, bytes]]):
+                                  Awaitable[tuple[int, bytes]]]):
         self.app, self.metrics, self.online = app, metrics, online
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -136,7 +136,7 @@ class ServingLayer:
                 parsed = plain_request(body)
                 if parsed is not None:
                     try:
-                        status, payload = self.online(*parsed)
+                        status, payload = await self.online(*parsed)
                     except Exception:  # a bug: logged, and answered in our error format
                         log.exception("server fault on /get-online-features")
                         status, payload = 500, dumps({"error": {

@@ -6,6 +6,7 @@ A backend supplies ``config(tmp_path) -> dict`` (the ``online_store:`` section) 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Callable
@@ -39,6 +40,7 @@ class OnlineBackend:
     name: str
     config: Callable[[Any], dict]
     marks: list = field(default_factory=list)
+    read_async: bool = False  # read through get_online_features_async
 
 
 REDIS = os.environ.get("TIFFIN_TEST_REDIS", "127.0.0.1:6379,db=15")
@@ -47,6 +49,8 @@ ONLINE_BACKENDS = [
     OnlineBackend("sqlite", lambda tmp: {"type": "sqlite", "path": str(tmp / "online.db")}),
     OnlineBackend("redis", lambda tmp: {"type": "redis", "connection_string": REDIS},
                   [pytest.mark.redis]),
+    OnlineBackend("redis-async", lambda tmp: {"type": "redis", "connection_string": REDIS},
+                  [pytest.mark.redis], read_async=True),
     OnlineBackend("postgres", lambda tmp: {
         "type": "postgres", "host": os.environ.get("TIFFIN_TEST_POSTGRES_HOST", "127.0.0.1"),
         "user": "postgres", "database": "postgres", "db_schema": "tiffin_contract"},
@@ -69,6 +73,7 @@ class OnlineWorld:
 
     def __init__(self, tmp_path, backend: OnlineBackend, driver_ttl=timedelta(hours=2)):
         self.tmp = tmp_path
+        self.backend = backend
         self.driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
         self.customer = Entity(name="customer", join_keys=["customer_id"],
                                value_type=ValueType.STRING)
@@ -118,6 +123,9 @@ class OnlineWorld:
         self.store.online_store.write(view, batch)
 
     def read(self, features, rows, **kw):
+        if self.backend.read_async:
+            return asyncio.run(self.store.get_online_features_async(
+                features=features, entity_rows=rows, **kw))
         return self.store.get_online_features(features=features, entity_rows=rows, **kw)
 
 

@@ -48,13 +48,13 @@ from tiffin.types import Array, FeastType, from_micros
 try:
     import msgpack
     import redis
+
+    # Packs a command in C (redis-py's own packer walks the arguments in Python).
+    from hiredis import pack_command as _pack_command
+
+    from tiffin.online.redis.aio import AsyncReader
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = msgpack = None
-
-try:  # packs a command in C; redis-py's own packer walks the arguments in Python
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - redis[hiredis] brings it
-    _pack_command = None
 
 # KEYS: the rows' keys, then the view's #layouts hash. ARGV: ttl in ms (0: none), the
 # layout id and its description, then per row: event ts, created ts ('' if unknown),
@@ -174,6 +174,7 @@ class RedisOnlineStore(OnlineStore):
                                          max_connections=config.max_connections)
         self.client = redis.Redis(connection_pool=self.pool)
         self._script = self.client.register_script(_WRITE)
+        self._aio = AsyncReader(config.connection_kwargs())
         self._codecs: dict[str, _Codec] = {}
         # (view, layout id) -> {feature name: (position, type name)}; layouts never change
         self._layouts: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
@@ -254,12 +255,30 @@ class RedisOnlineStore(OnlineStore):
 
     def read_many(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
                   ) -> list[ReadResult]:
+        rkeys = self._read_keys(reads)
+        if not rkeys:
+            return [{} for _ in reads]
+        return self._decode(reads, self._call("reading", lambda: self._mget(rkeys)))
+
+    async def read_many_async(self, reads: Sequence[tuple[FeatureView, Sequence[tuple],
+                                                          Sequence[str]]]
+                              ) -> list[ReadResult]:
+        if not self._aio.usable:
+            return self.read_many(reads)
+        rkeys = self._read_keys(reads)
+        if not rkeys:
+            return [{} for _ in reads]
+        return self._decode(reads, await self._aio.execute(_pack_command(("MGET", *rkeys))))
+
+    def _read_keys(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
+                   ) -> list[str]:
         rkeys: list[str] = []
         for view, keys, _ in reads:
             rkeys += self._codec(view).keys(keys)
-        if not rkeys:
-            return [{} for _ in reads]
-        stored = self._call("reading", lambda: self._mget(rkeys))
+        return rkeys
+
+    def _decode(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]],
+                stored: list[bytes | None]) -> list[ReadResult]:
         # One C-level decode for the whole request: the stored values are msgpack
         # documents, so their concatenation behind an array header is one document.
         rows = msgpack.unpackb(_array_header(len(stored)) + b"".join(
@@ -323,10 +342,7 @@ class RedisOnlineStore(OnlineStore):
         # packing in Python, response callbacks) costs more than Redis takes to answer.
         conn = self.pool.get_connection()
         try:
-            if _pack_command is None:  # pragma: no cover
-                conn.send_command("MGET", *keys)
-            else:
-                conn.send_packed_command((_pack_command(("MGET", *keys)),))
+            conn.send_packed_command((_pack_command(("MGET", *keys)),))
             return conn.read_response()
         except BaseException:
             conn.disconnect()  # a half-read reply must not reach the next caller
@@ -335,4 +351,5 @@ class RedisOnlineStore(OnlineStore):
             self.pool.release(conn)
 
     def close(self) -> None:
+        self._aio.close()
         self.client.close()

@@ -1,0 +1,154 @@
+"""The Redis read path for an event loop: one pipelined socket per loop, parsed by hiredis.
+
+A feature server worker is one event loop. With a blocking client it sits idle while
+Redis answers (about a third of a 100-entity request); here a request awaits its
+reply and the loop serves others meanwhile. Commands from concurrent requests go
+down one connection back to back, and Redis answers in order, so each reply
+resolves the oldest waiting future. redis-py's asyncio client would do the same at
+several times the Python cost per command.
+
+Only reads use this (writes keep redis-py and its Lua script support). TCP and TLS
+(``rediss://`` or ``ssl=true`` with default verification) are handled; any other
+connection option (a Unix socket, client certificates) makes ``AsyncReader.usable``
+false and the store reads synchronously instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from typing import Any
+
+import hiredis
+
+from tiffin.errors import BackendError, StoreUnavailableError
+
+_PLAIN = {"host", "port", "db", "password", "username", "socket_timeout",
+          "socket_connect_timeout", "ssl"}
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            waiter = self.waiters.popleft()
+            if not waiter.done():  # a cancelled caller's reply is dropped, in order
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(StoreUnavailableError(f"Redis closed the connection: {exc or 'EOF'}"))
+
+    def fail(self, error: Exception) -> None:
+        """Fail every waiting command and drop the connection (no reply can be trusted)."""
+        self.closed = True
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def send(self, packed: bytes) -> asyncio.Future:
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        self.transport.write(packed)  # type: ignore[union-attr]
+        return waiter
+
+
+class AsyncReader:
+    def __init__(self, kwargs: dict[str, Any]):
+        conn_class = kwargs.get("connection_class")
+        self.tls = bool(kwargs.get("ssl")) or (
+            conn_class is not None and conn_class.__name__ == "SSLConnection")
+        extra = set(kwargs) - _PLAIN - {"connection_class"}
+        self.usable = not extra and (conn_class is None or conn_class.__name__ in (
+            "Connection", "SSLConnection"))
+        self.host = kwargs.get("host", "localhost")
+        self.port = int(kwargs.get("port", 6379))
+        self.db = int(kwargs.get("db") or 0)
+        self.username, self.password = kwargs.get("username"), kwargs.get("password")
+        self.timeout = float(kwargs.get("socket_timeout") or 5.0)
+        self.connect_timeout = float(kwargs.get("socket_connect_timeout") or self.timeout)
+        self._local = threading.local()  # loop, proto, connecting
+
+    async def execute(self, packed: bytes) -> Any:
+        """Send one packed command and await its reply (an error reply raises)."""
+        proto = await self._connection()
+        loop = asyncio.get_running_loop()
+        # One timer per command, not asyncio.wait_for (a task per call): on expiry the
+        # connection is dropped, failing this and every later command queued on it.
+        timer = loop.call_later(self.timeout, proto.fail, StoreUnavailableError(
+            f"Redis at {self.host}:{self.port} did not answer within {self.timeout:g} s"))
+        try:
+            reply = await proto.send(packed)
+        finally:
+            timer.cancel()
+        if isinstance(reply, hiredis.ReplyError):
+            raise BackendError(f"Redis failed while reading: {reply}")
+        return reply
+
+    async def _connection(self) -> _Protocol:
+        # Per thread: an SDK user may run event loops in several threads at once.
+        state = self._local
+        loop = asyncio.get_running_loop()
+        if getattr(state, "loop", None) is not loop:
+            state.loop, state.proto, state.connecting = loop, None, None
+        proto = state.proto
+        if proto is not None and not proto.closed:
+            return proto
+        if state.connecting is not None:
+            return await asyncio.shield(state.connecting)  # another request is connecting
+        connecting = state.connecting = loop.create_future()
+        try:
+            proto = await self._connect(loop)
+        except BaseException as e:
+            connecting.set_exception(e)
+            connecting.exception()  # retrieved: no "never retrieved" warning
+            raise
+        finally:
+            state.connecting = None
+        state.proto = proto
+        connecting.set_result(proto)
+        return proto
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
+        ssl_context = None
+        if self.tls:
+            import ssl
+            ssl_context = ssl.create_default_context()
+        try:
+            _, proto = await asyncio.wait_for(loop.create_connection(
+                _Protocol, self.host, self.port, ssl=ssl_context), self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise StoreUnavailableError(
+                f"Redis unreachable at {self.host}:{self.port}: {e or 'timed out'}") from e
+        setup = []
+        if self.password is not None:
+            auth = ("AUTH", self.username, self.password) if self.username else \
+                ("AUTH", self.password)
+            setup.append(proto.send(hiredis.pack_command(auth)))
+        if self.db:
+            setup.append(proto.send(hiredis.pack_command(("SELECT", self.db))))
+        for waiter in setup:
+            reply = await asyncio.wait_for(waiter, self.connect_timeout)
+            if isinstance(reply, hiredis.ReplyError):
+                proto.fail(BackendError(f"Redis refused the connection setup: {reply}"))
+                raise BackendError(f"Redis refused the connection setup: {reply}")
+        return proto
+
+    def close(self) -> None:
+        proto, loop = getattr(self._local, "proto", None), getattr(self._local, "loop", None)
+        self._local.proto = None
+        if proto is not None and loop is not None and not loop.is_closed():
+            proto.fail(StoreUnavailableError("the store was closed"))
+        # A closed loop has already dropped its sockets: nothing to release.
