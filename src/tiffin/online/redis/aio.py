@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+from functools import partial
 from typing import Any
 
 import hiredis
@@ -106,20 +107,19 @@ class AsyncReader:
         proto = state.proto
         if proto is not None and not proto.closed:
             return proto
-        if state.connecting is not None:
-            return await asyncio.shield(state.connecting)  # another request is connecting
-        connecting = state.connecting = loop.create_future()
-        try:
-            proto = await self._connect(loop)
-        except BaseException as e:
-            connecting.set_exception(e)
-            connecting.exception()  # retrieved: no "never retrieved" warning
-            raise
-        finally:
-            state.connecting = None
-        state.proto = proto
-        connecting.set_result(proto)
-        return proto
+        task = state.connecting
+        if task is None:
+            # A task of its own, shared by every request that needs the connection, so
+            # that a cancelled request (its client went away) cancels no one else's.
+            task = state.connecting = loop.create_task(self._connect(loop))
+            task.add_done_callback(partial(self._connected, state))
+        return await asyncio.shield(task)
+
+    @staticmethod
+    def _connected(state: threading.local, task: asyncio.Task) -> None:
+        state.connecting = None
+        if not task.cancelled() and task.exception() is None:  # exception(): retrieved
+            state.proto = task.result()
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
         ssl_context = None

@@ -1,0 +1,124 @@
+"""The asyncio Redis reader against the real server (and a silent socket for timeouts)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+pytest.importorskip("hiredis")
+import hiredis  # noqa: E402
+
+from tiffin.errors import BackendError, StoreUnavailableError  # noqa: E402
+from tiffin.online.redis.aio import AsyncReader  # noqa: E402
+from tiffin.online.redis.config import RedisOnlineStoreConfig  # noqa: E402
+
+pytestmark = pytest.mark.redis
+REDIS = os.environ.get("TIFFIN_TEST_REDIS", "127.0.0.1:6379,db=15")
+
+
+def reader(connection_string: str = REDIS, timeout: float = 2.0) -> AsyncReader:
+    return AsyncReader(RedisOnlineStoreConfig(connection_string=connection_string,
+                                              socket_timeout_seconds=timeout
+                                              ).connection_kwargs())
+
+
+def cmd(*args) -> bytes:
+    return hiredis.pack_command(args)
+
+
+def test_concurrent_commands_get_their_own_replies_in_order():
+    r = reader()
+
+    async def main():
+        await r.execute(cmd("SET", "tiffin:aio:test", "x"))
+        # 200 commands in flight on one socket; each must get its own reply.
+        replies = await asyncio.gather(*(r.execute(cmd("ECHO", str(i))) for i in range(200)))
+        assert replies == [str(i).encode() for i in range(200)]
+        # The database was selected (db=15 in the tests): the key is found there only.
+        assert await r.execute(cmd("GET", "tiffin:aio:test")) == b"x"
+        await r.execute(cmd("DEL", "tiffin:aio:test"))
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_caller_does_not_shift_later_replies():
+    r = reader()
+
+    async def main():
+        await r.execute(cmd("PING"))  # connected
+        slow = asyncio.ensure_future(r.execute(cmd("ECHO", "first")))
+        await asyncio.sleep(0)  # sent, reply pending
+        slow.cancel()
+        assert await r.execute(cmd("ECHO", "second")) == b"second"
+        assert slow.cancelled()
+
+    asyncio.run(main())
+
+
+def test_a_request_cancelled_while_connecting_does_not_fail_the_others():
+    r = reader()
+
+    async def main():
+        first = asyncio.ensure_future(r.execute(cmd("ECHO", "a")))
+        second = asyncio.ensure_future(r.execute(cmd("ECHO", "b")))
+        await asyncio.sleep(0)  # both wait for the same connection
+        first.cancel()
+        assert await second == b"b"
+
+    asyncio.run(main())
+
+
+def test_error_reply_is_a_backend_error_and_the_connection_stays_usable():
+    r = reader()
+
+    async def main():
+        with pytest.raises(BackendError, match="unknown command"):
+            await r.execute(cmd("NOSUCHCOMMAND"))
+        assert await r.execute(cmd("PING")) == b"PONG"
+
+    asyncio.run(main())
+
+
+def test_refused_connection_fails_fast_as_unavailable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    r = reader(f"127.0.0.1:{port}")
+    with pytest.raises(StoreUnavailableError, match="unreachable"):
+        asyncio.run(r.execute(cmd("PING")))
+
+
+def test_silent_server_times_out_as_unavailable_then_recovers():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts (kernel backlog) and never answers
+    port = listener.getsockname()[1]
+    r = reader(f"127.0.0.1:{port}", timeout=0.3)
+
+    async def main():
+        waiting = [asyncio.ensure_future(r.execute(cmd("PING"))) for _ in range(3)]
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(e, StoreUnavailableError) for e in results), results
+        assert "did not answer within 0.3 s" in str(results[0])
+
+    try:
+        asyncio.run(main())
+    finally:
+        listener.close()
+
+
+def test_wrong_password_is_a_clear_backend_error():
+    host_port = REDIS.split(",")[0]
+    r = reader(f"{host_port},password=not-the-password")
+    with pytest.raises(BackendError, match="connection setup"):
+        asyncio.run(r.execute(cmd("PING")))
+
+
+def test_unix_socket_configs_fall_back_to_the_blocking_client():
+    cfg = RedisOnlineStoreConfig(connection_string="unix:///tmp/redis.sock?db=1")
+    assert not AsyncReader(cfg.connection_kwargs()).usable
+    assert AsyncReader(RedisOnlineStoreConfig(
+        connection_string="rediss://:pw@cache:6380/2").connection_kwargs()).tls
