@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,8 +31,10 @@ def python_values(col: pa.Array | pa.ChunkedArray) -> list[object]:
     return col.to_pylist()
 
 
-# key tuple -> (event timestamp in epoch microseconds, feature values in requested order)
-ReadResult = dict[tuple, tuple[int, Sequence[object]]]
+# key tuple -> (event timestamp in epoch microseconds, feature values in requested order),
+# or None: a key without a row maps to None or is absent. Only items 0 and 1 of a row are
+# read, so a store may hand back longer sequences it decoded (Redis does).
+ReadResult = dict[tuple, Sequence[Any] | None]
 
 
 class OnlineStore(ABC):
@@ -53,7 +56,7 @@ class OnlineStore(ABC):
              ) -> ReadResult:
         """Stored rows for the distinct ``keys`` (tuples in ``view.join_keys`` order).
 
-        Keys with no row are simply absent from the result.
+        Keys with no row are absent from the result, or map to None.
         """
 
     @abstractmethod

@@ -3,14 +3,16 @@
 Key layout: one string per (project, view, entity key)::
 
     tiffin:<project>:<view>:<join key values, '|'-separated, each type-tagged>
-        -> msgpack [event time, created time or nil, layout id, value 1, ..., value n]
+        -> msgpack [event time, [value 1, ..., value n], created time or nil, layout id]
     tiffin:<project>:<view>:#layouts      (a hash)
         layout id -> msgpack [[feature name, type name], ...]
 
 Values are positional, in the order of the view's features when the row was
-written; the layout id (a hash of those names and types) says which order. A read
-whose view has the same layout picks its features by position in C; rows of an
-older layout (a feature added since) are matched by name through ``#layouts``,
+written; the layout id (a hash of those names and types) says which order. The
+row's first two items are the store interface's (event time, values) pair, so a
+read of a whole view (the usual feature service) uses the decoded rows as they
+are, and a read of some features picks them by position in C; rows of an older
+layout (a feature added since) are matched by name through ``#layouts``,
 and a feature they lack, or whose type changed, reads as null. Times are epoch
 microseconds, also inside values (``UnixTimestamp`` features).
 
@@ -73,7 +75,7 @@ for i = 1, n do
   if type(cur) == 'string' then
     local old = cmsgpack.unpack(cur)
     local cts = old[1]
-    local ccr = old[2] or -1
+    local ccr = old[3] or -1
     newer = ts > cts or (ts == cts and cr >= ccr)
   end
   if newer then
@@ -87,6 +89,7 @@ end
 return 0
 """
 
+_LAYOUT = itemgetter(3)  # of a stored row
 _NIL = b"\xc0"  # msgpack nil: stands in for a key that is not there
 
 
@@ -134,7 +137,7 @@ class _Codec:
         self.description = msgpack.packb([self.names, self.types])
         digest = hashlib.blake2b(self.description, digest_size=8)
         self.layout = int.from_bytes(digest.digest(), "big")
-        self.position = {name: 3 + i for i, name in enumerate(self.names)}
+        self.position = {name: i for i, name in enumerate(self.names)}
         self.decoders = {f.name: _decoder(f.dtype) for f in view.features}
         self.layouts_key = prefix + "#layouts"
         keys = view.entity_columns
@@ -147,21 +150,26 @@ class _Codec:
             def build(ks: Sequence[tuple]) -> list[str]:
                 return [prefix + "|".join(_key_part(v) for v in k) for k in ks]
         self.keys = build
-        self._pickers: dict[tuple[str, ...], Callable[[list], tuple]] = {}
+        self._pickers: dict[tuple[str, ...], Callable[[list], Sequence[Any]] | None] = {}
 
-    def picker(self, features: Sequence[str]) -> Callable[[list], tuple]:
-        """Stored row (this layout) -> the requested values, as a tuple, in one C call."""
+    def picker(self, features: Sequence[str]) -> Callable[[list], Sequence[Any]] | None:
+        """Stored values (this layout) -> the requested ones in one C call; None when
+        the request is the whole view in order, so the stored values are the answer."""
         feats = tuple(features)
-        pick = self._pickers.get(feats)
-        if pick is None:
-            at = [self.position[f] for f in feats]
-            if len(at) == 1:
-                i = at[0]
-                pick = self._pickers[feats] = lambda row: (row[i],)
-            elif at:
-                pick = self._pickers[feats] = itemgetter(*at)
-            else:
-                pick = self._pickers[feats] = lambda row: ()
+        if feats in self._pickers:
+            return self._pickers[feats]
+        at = [self.position[f] for f in feats]
+        pick: Callable[[list], Sequence[Any]] | None
+        if at == list(range(len(self.names))):
+            pick = None
+        elif len(at) == 1:
+            i = at[0]
+            pick = lambda values: (values[i],)  # noqa: E731
+        elif at:
+            pick = itemgetter(*at)
+        else:
+            pick = lambda values: ()  # noqa: E731
+        self._pickers[feats] = pick
         return pick
 
 
@@ -244,7 +252,7 @@ class RedisOnlineStore(OnlineStore):
             argv: list[Any] = [ttl, layout, codec.description]
             for i in range(start, stop):
                 argv += [ts[i], "" if cr[i] is None else cr[i],
-                         pack([ts[i], cr[i], layout, *[col[i] for col in values]])]
+                         pack([ts[i], [col[i] for col in values], cr[i], layout])]
             self._call(f"writing {view.name!r}",
                        lambda rkeys=[*keys[start:stop], codec.layouts_key], argv=argv:
                        self._script(keys=rkeys, args=argv))
@@ -289,22 +297,27 @@ class RedisOnlineStore(OnlineStore):
             codec = self._codec(view)
             mine = rows[at:at + len(keys)]
             at += len(keys)
-            layouts = {row[2] for row in mine if row is not None}
+            layouts = set(map(_LAYOUT, filter(None, mine)))  # C-level passes
             if not layouts or layouts == {codec.layout}:
                 pick = codec.picker(features)
-                found: ReadResult = {key: (row[0], pick(row))
-                                     for key, row in zip(keys, mine) if row is not None}
+                if pick is None:  # a stored row is (event time, values, ...) already
+                    found: ReadResult = dict(zip(keys, mine))
+                else:
+                    found = {key: (row[0], pick(row[1]))
+                             for key, row in zip(keys, mine) if row is not None}
             else:
                 found = self._read_mixed(codec, keys, mine, features)
             todo = [(i, d) for i, f in enumerate(features)
                     if (d := codec.decoders[f]) is not None]
             if todo and found:
-                for key, (ts, values) in found.items():
-                    fixed = list(values)
+                for key, hit in found.items():
+                    if hit is None:
+                        continue
+                    fixed = list(hit[1])
                     for i, decode in todo:
                         if fixed[i] is not None:
                             fixed[i] = decode(fixed[i])
-                    found[key] = (ts, fixed)
+                    found[key] = (hit[0], fixed)
             out.append(found)
         return out
 
@@ -315,17 +328,18 @@ class RedisOnlineStore(OnlineStore):
         for key, row in zip(keys, rows):
             if row is None:
                 continue
-            if row[2] == codec.layout:
-                found[key] = (row[0], codec.picker(features)(row))
+            if row[3] == codec.layout:
+                pick = codec.picker(features)
+                found[key] = (row[0], row[1] if pick is None else pick(row[1]))
                 continue
-            old = self._layout(codec, row[2])
+            old = self._layout(codec, row[3])
             values = []
-            for name, dtype in zip(features, (codec.types[codec.position[f] - 3]
-                                              for f in features)):
+            for name in features:
                 pos = old.get(name)
                 # A feature the row predates, or whose type changed, reads as null.
-                values.append(row[pos[0]] if pos is not None and pos[1] == dtype else None)
-            found[key] = (row[0], tuple(values))
+                values.append(row[1][pos[0]] if pos is not None
+                              and pos[1] == codec.types[codec.position[name]] else None)
+            found[key] = (row[0], values)
         return found
 
     def _layout(self, codec: _Codec, layout: int) -> dict[str, tuple[int, str]]:
@@ -334,7 +348,7 @@ class RedisOnlineStore(OnlineStore):
             raw = self._call("reading", lambda: self.client.hget(codec.layouts_key, str(layout)))
             names, types = msgpack.unpackb(raw) if raw is not None else ([], [])
             hit = self._layouts[(codec.view.name, layout)] = {
-                n: (3 + i, t) for i, (n, t) in enumerate(zip(names, types))}
+                n: (i, t) for i, (n, t) in enumerate(zip(names, types))}
         return hit
 
     def _mget(self, keys: list[str]) -> list[bytes | None]:
