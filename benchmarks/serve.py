@@ -520,6 +520,13 @@ def run(
 # --------------------------------------------------------------------------- report
 
 
+def _ratio(t: float | None, f: float | None) -> str:
+    """tiffin/Feast with two significant digits, so that 0.016x does not print as 0.0x."""
+    if t is None or not f:
+        return "-"
+    return f"{t / f:.2g}x" if t / f < 10 else f"{t / f:.1f}x"
+
+
 def table(report: dict) -> list[list[str]]:
     rows = []
 
@@ -540,7 +547,7 @@ def table(report: dict) -> list[list[str]]:
                 ("errors", "errors", "{:d}"),
             ):
                 t, f = val(store, "tiffin", f"load_{shape}", key), val(store, "feast", f"load_{shape}", key)
-                ratio = f"{t / f:.1f}x" if t is not None and f else "-"
+                ratio = _ratio(t, f) if key != "errors" else "-"
                 rows.append(
                     [
                         f"{store} {shape}-entity {label}",
