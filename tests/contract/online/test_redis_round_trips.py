@@ -109,3 +109,31 @@ def test_a_key_left_by_an_older_layout_is_replaced_on_write(world):
     assert world.read(["driver_stats:i64"], [{"driver_id": 1}]).to_dict()["i64"] == [None]
     world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW, "i64": 6}])
     assert world.read(["driver_stats:i64"], [{"driver_id": 1}]).to_dict()["i64"] == [6]
+
+
+def test_async_read_is_one_command_for_three_views(world, monkeypatch):
+    import asyncio
+
+    from tiffin.online.redis import aio
+
+    ts = NOW - timedelta(minutes=5)
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": ts, "i64": 10}])
+    world.write("customer_stats", [{"customer_id": "c1", "__event_ts": ts, "spend": 1.5}])
+    world.write("pair_stats", [{"driver_id": 1, "customer_id": "c1", "__event_ts": ts,
+                                "trips": 3}])
+    sent = []
+    real = aio._Protocol.send
+    monkeypatch.setattr(aio._Protocol, "send", lambda self, packed: (sent.append(packed),
+                                                                      real(self, packed))[1])
+
+    async def read():
+        await world.store.get_online_features_async(["driver_stats:i64"], [{"driver_id": 1}])
+        sent.clear()  # connected (the SELECT of the test database is a command too)
+        return await world.store.get_online_features_async(
+            ["driver_stats:i64", "customer_stats:spend", "pair_stats:trips"],
+            [{"driver_id": 1, "customer_id": "c1"}])
+
+    resp = asyncio.run(read())
+    assert len(sent) == 1 and sent[0].split(b"\r\n")[2] == b"MGET"
+    assert resp.to_dict() == {"driver_id": [1], "customer_id": ["c1"], "i64": [10],
+                              "spend": [1.5], "trips": [3]}
