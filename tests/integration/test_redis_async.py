@@ -113,7 +113,7 @@ def test_silent_server_times_out_as_unavailable_then_recovers():
 def test_wrong_password_is_a_clear_backend_error():
     host_port = REDIS.split(",")[0]
     r = reader(f"{host_port},password=not-the-password")
-    with pytest.raises(BackendError, match="connection setup"):
+    with pytest.raises(BackendError, match="setting up the connection: ERR AUTH"):
         asyncio.run(r.execute(cmd("PING")))
 
 
@@ -122,3 +122,70 @@ def test_unix_socket_configs_fall_back_to_the_blocking_client():
     assert not AsyncReader(cfg.connection_kwargs()).usable
     assert AsyncReader(RedisOnlineStoreConfig(
         connection_string="rediss://:pw@cache:6380/2").connection_kwargs()).tls
+
+
+def _fake_redis(answer: bytes | None):
+    """A TCP server that answers every command with ``answer`` (None: never answers)."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    def handle(conn):
+        parser = hiredis.Reader()
+        try:
+            while data := conn.recv(65536):
+                parser.feed(data)
+                while parser.gets() is not False:
+                    if answer is not None:
+                        conn.sendall(answer)
+        except OSError:
+            return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, conns
+
+
+def test_redis_still_loading_is_unavailable_not_a_server_fault():
+    listener, _ = _fake_redis(b"-LOADING Redis is loading the dataset in memory\r\n")
+    try:
+        r = reader(f"127.0.0.1:{listener.getsockname()[1]}")
+        with pytest.raises(StoreUnavailableError, match="LOADING"):
+            asyncio.run(r.execute(cmd("MGET", "a")))
+    finally:
+        listener.close()
+
+
+def test_silent_select_times_out_as_unavailable_and_closes_its_socket():
+    listener, conns = _fake_redis(None)
+    try:
+        r = reader(f"127.0.0.1:{listener.getsockname()[1]},db=3", timeout=0.3)
+        for _ in range(3):
+            with pytest.raises(StoreUnavailableError, match="AUTH/SELECT"):
+                asyncio.run(r.execute(cmd("PING")))
+        # Every attempt's socket was closed by the client: the server side reads EOF.
+        import time
+        time.sleep(0.2)
+        assert len(conns) == 3
+        for conn in conns:
+            conn.settimeout(1)
+            assert conn.recv(1) == b""
+    finally:
+        listener.close()
+
+
+def test_empty_password_sends_no_auth():
+    host_port = REDIS.split(",")[0]
+    r = reader(f"{host_port},db=15,password=")
+    assert asyncio.run(r.execute(cmd("PING"))) == b"PONG"

@@ -148,6 +148,30 @@ def test_every_online_read_is_counted(client):
     assert 'tiffin_requests_total{endpoint="/get-online-features",status="404"} 1.0' in metrics
 
 
+def test_middleware_added_by_an_embedding_app_sees_online_reads(tmp_path):
+    # An application that adds its own middleware (auth here) to the app must see
+    # every request, the fast path's included; reads are then still counted once.
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.responses import JSONResponse
+
+    class RequireToken(BaseHTTPMiddleware):
+        async def dispatch(self, request, call_next):
+            if request.headers.get("authorization") != "Bearer ok":
+                return JSONResponse({"error": "unauthorized"}, status_code=401)
+            return await call_next(request)
+
+    app = create_app(make_repo(tmp_path))
+    app.add_middleware(RequireToken)
+    body = {"features": ["stats:rate"], "entities": {"driver_id": [1]}}
+    with TestClient(app) as c:
+        assert c.post("/get-online-features", json=body).status_code == 401
+        assert c.get("/health").status_code == 401
+        ok = c.post("/get-online-features", json=body, headers={"authorization": "Bearer ok"})
+        assert ok.status_code == 200 and ok.json()["results"][1]["values"] == [0.5]
+        metrics = c.get("/metrics", headers={"authorization": "Bearer ok"}).text
+    assert 'tiffin_requests_total{endpoint="/get-online-features",status="200"} 1.0' in metrics
+
+
 def test_push_then_read_and_metrics(client):
     ts = (NOW + timedelta(seconds=5)).isoformat()
     r = client.post("/push", json={"push_source_name": "d_push", "to": "online_and_offline",

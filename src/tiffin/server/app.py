@@ -170,12 +170,19 @@ class _RegistryRefresher:
 
 
 class _FeatureServer(FastAPI):
-    """FastAPI, with HTTP requests entering through a ServingLayer first."""
+    """FastAPI, with HTTP requests entering through a ServingLayer first.
+
+    The ServingLayer is also the innermost middleware, so an embedding application's
+    own middleware (added to this app later: auth, CORS) still sees every request:
+    while there is none, requests skip Starlette's stack on the way in.
+    """
 
     serving: ServingLayer | None = None
+    own_middleware = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.serving is not None and scope["type"] == "http":
+        if self.serving is not None and scope["type"] == "http" \
+                and len(self.user_middleware) == self.own_middleware:
             await self.serving(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
@@ -253,6 +260,8 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
     # In front of everything, Starlette's middleware stack included: metrics for every
     # request, and well-formed online reads answered without FastAPI's per-request
     # machinery (see tiffin.server.fast).
+    app.add_middleware(ServingLayer, metrics=metrics, online=online)
+    app.own_middleware = len(app.user_middleware)
     app.serving = ServingLayer(partial(FastAPI.__call__, app), metrics=metrics, online=online)
 
     @app.post("/get-online-features", response_model=GetOnlineFeaturesResponse,

@@ -121,9 +121,10 @@ class ServingLayer:
         self.app, self.metrics, self.online = app, metrics, online
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope.get("tiffin.served"):
+            await self.app(scope, receive, send)  # (or an outer ServingLayer has it)
             return
+        scope["tiffin.served"] = True
         started = time.perf_counter()
         status = 500
         try:

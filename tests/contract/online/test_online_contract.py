@@ -62,12 +62,15 @@ def test_edge_values_round_trip_exactly(world):
     assert got["af64"][1] == [None]
 
 
-def test_a_nan_written_by_another_client_is_read_as_nan(world):
+@pytest.mark.parametrize("reconnect", [False, True])
+def test_a_nan_written_by_another_client_is_read_as_nan(world, reconnect):
     # A reader that has already answered (and cached what it needs) sees a NaN written
-    # by another client of the same store.
+    # by another client of the same store, also after closing and reconnecting.
     from tiffin import FeatureStore
     world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW, "f64": 1.0}])
     assert world.read(["driver_stats:f64"], [{"driver_id": 1}]).to_dict()["f64"] == [1.0]
+    if reconnect:
+        world.store.online_store.close()
     other = FeatureStore(repo_path=world.tmp, config=world.config)
     try:
         view = other.get_feature_view("driver_stats")
@@ -80,6 +83,21 @@ def test_a_nan_written_by_another_client_is_read_as_nan(world):
         other.close()
     got = world.read(["driver_stats:f64"], [{"driver_id": 1}])
     assert math.isnan(got.to_dict()["f64"][0]) and got.statuses["f64"] == [P]
+
+
+def test_rows_holding_bytes_and_arrays_are_rewritten_monotonically(world):
+    # The monotonic check must read the stored row whatever its values hold.
+    first = {"driver_id": 1, "__event_ts": NOW - timedelta(minutes=2), "raw": b"\x00old",
+             "as": ["a"], "i64": 1}
+    world.write("driver_stats", [first, {"driver_id": 2, "__event_ts": NOW, "raw": b"x"}])
+    world.write("driver_stats", [
+        {"driver_id": 1, "__event_ts": NOW - timedelta(minutes=1), "raw": b"\xffnew",
+         "as": ["b"], "i64": 2},
+        {"driver_id": 2, "__event_ts": NOW - timedelta(minutes=5), "raw": b"older"}])
+    got = world.read(["driver_stats:raw", "driver_stats:as", "driver_stats:i64"],
+                     [{"driver_id": 1}, {"driver_id": 2}]).to_dict()
+    assert got["raw"] == [b"\xffnew", b"x"] and got["as"] == [["b"], None]
+    assert got["i64"] == [2, None]
 
 
 def test_unknown_key_is_not_found_and_stored_null_is_null_value(world):

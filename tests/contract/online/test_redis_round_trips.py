@@ -137,3 +137,18 @@ def test_async_read_is_one_command_for_three_views(world, monkeypatch):
     assert len(sent) == 1 and sent[0].split(b"\r\n")[2] == b"MGET"
     assert resp.to_dict() == {"driver_id": [1], "customer_id": ["c1"], "i64": [10],
                               "spend": [1.5], "trips": [3]}
+
+
+@pytest.mark.parametrize("foreign", [b"not msgpack \xc1", b"\xa3abc", b"\x92\x01\x02"])
+def test_a_value_written_by_another_program_is_a_clear_backend_error(world, foreign):
+    import asyncio
+
+    from tiffin.errors import BackendError
+
+    store = world.store.online_store
+    store.client.set(store._prefix(world.view("driver_stats")) + "i1", foreign)
+    with pytest.raises(BackendError, match="is not a tiffin row"):
+        world.read(["driver_stats:i64"], [{"driver_id": 1}])
+    with pytest.raises(BackendError, match="is not a tiffin row"):
+        asyncio.run(world.store.get_online_features_async(["driver_stats:i64"],
+                                                          [{"driver_id": 1}]))

@@ -55,11 +55,14 @@ class PostgreSQLOnlineStore(OnlineStore):
         super().__init__(config, repo_config)
         if psycopg is None:
             raise MissingDependencyError("psycopg", "postgres")
-        self.pool = ConnectionPool(config.conninfo(), min_size=config.min_conn,
-                                   max_size=config.max_conn, open=False,
-                                   kwargs={"autocommit": True})
+        self.pool = self._new_pool()
         self._opened = False
         self._queries: dict[tuple, tuple[Any, list]] = {}
+
+    def _new_pool(self) -> Any:
+        return ConnectionPool(self.config.conninfo(), min_size=self.config.min_conn,
+                              max_size=self.config.max_conn, open=False,
+                              kwargs={"autocommit": True})
 
     def _conn(self) -> Any:
         if not self._opened:
@@ -89,6 +92,7 @@ class PostgreSQLOnlineStore(OnlineStore):
     def close(self) -> None:
         if self._opened:
             self.pool.close()
+            self.pool = self._new_pool()  # a closed pool cannot reopen; the next use opens this
             self._opened = False
 
     # -- schema --------------------------------------------------------------------------

@@ -29,6 +29,18 @@ _PLAIN = {"host", "port", "db", "password", "username", "socket_timeout",
           "socket_connect_timeout", "ssl"}
 
 
+# Replies that say "not now" (still loading its data after a restart, a script running,
+# a replica without its primary): a 503 to retry, as redis-py's BusyLoadingError is.
+_TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
+
+
+def _reply_error(reply: Exception, what: str) -> Exception:
+    text = str(reply)
+    if text.startswith(_TRANSIENT):
+        return StoreUnavailableError(f"Redis cannot answer yet while {what}: {text}")
+    return BackendError(f"Redis failed while {what}: {text}")
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
@@ -60,6 +72,8 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
 
     def send(self, packed: bytes) -> asyncio.Future:
+        if self.closed:  # dropped since it was handed out: fail now, not at the timeout
+            raise StoreUnavailableError("the connection to Redis was lost")
         waiter = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
         self.transport.write(packed)  # type: ignore[union-attr]
@@ -95,7 +109,7 @@ class AsyncReader:
         finally:
             timer.cancel()
         if isinstance(reply, hiredis.ReplyError):
-            raise BackendError(f"Redis failed while reading: {reply}")
+            raise _reply_error(reply, "reading")
         return reply
 
     async def _connection(self) -> _Protocol:
@@ -132,18 +146,33 @@ class AsyncReader:
         except (OSError, asyncio.TimeoutError) as e:
             raise StoreUnavailableError(
                 f"Redis unreachable at {self.host}:{self.port}: {e or 'timed out'}") from e
-        setup = []
-        if self.password is not None:
-            auth = ("AUTH", self.username, self.password) if self.username else \
-                ("AUTH", self.password)
-            setup.append(proto.send(hiredis.pack_command(auth)))
+        # As redis-py: AUTH only with a username or a non-empty password.
+        commands = []
+        if self.username or self.password:
+            commands.append(("AUTH", self.username, self.password or "") if self.username
+                            else ("AUTH", self.password))
         if self.db:
-            setup.append(proto.send(hiredis.pack_command(("SELECT", self.db))))
-        for waiter in setup:
-            reply = await asyncio.wait_for(waiter, self.connect_timeout)
-            if isinstance(reply, hiredis.ReplyError):
-                proto.fail(BackendError(f"Redis refused the connection setup: {reply}"))
-                raise BackendError(f"Redis refused the connection setup: {reply}")
+            commands.append(("SELECT", self.db))
+        if not commands:
+            return proto
+        setup: list[asyncio.Future] = []
+        try:
+            setup = [proto.send(hiredis.pack_command(c)) for c in commands]
+            done, _ = await asyncio.wait(setup, timeout=self.connect_timeout)
+            if len(done) < len(setup):
+                raise StoreUnavailableError(f"Redis at {self.host}:{self.port} did not "
+                                            f"answer AUTH/SELECT within "
+                                            f"{self.connect_timeout:g} s")
+            for waiter in setup:
+                reply = waiter.result()
+                if isinstance(reply, hiredis.ReplyError):
+                    raise _reply_error(reply, "setting up the connection")
+        except BaseException as e:
+            proto.fail(e if isinstance(e, Exception) else StoreUnavailableError("cancelled"))
+            for waiter in setup:  # retrieved: no "exception was never retrieved" warnings
+                if waiter.done() and not waiter.cancelled():
+                    waiter.exception()
+            raise
         return proto
 
     def close(self) -> None:

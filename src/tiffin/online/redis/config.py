@@ -39,8 +39,9 @@ class RedisOnlineStoreConfig(BackendConfig):
                 kwargs["db"] = int(value)
             elif key in ("password", "username"):
                 kwargs[key] = value
-            elif key == "ssl":
-                kwargs["ssl"] = value.lower() in ("true", "1")
+            elif key == "ssl" and value.lower() in ("true", "1"):
+                import redis  # redis-py takes TLS as a connection class, not a flag
+                kwargs["connection_class"] = redis.SSLConnection
         return {**kwargs, **timeouts}
 
     def store_class(self) -> type:

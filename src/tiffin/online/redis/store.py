@@ -3,7 +3,7 @@
 Key layout: one string per (project, view, entity key)::
 
     tiffin:<project>:<view>:<join key values, '|'-separated, each type-tagged>
-        -> msgpack [event time, [value 1, ..., value n], created time or nil, layout id]
+        -> msgpack [event time, [value 1, ..., value n], created time or -1, layout id]
     tiffin:<project>:<view>:#layouts      (a hash)
         layout id -> msgpack [[feature name, type name], ...]
 
@@ -58,10 +58,17 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = msgpack = None
 
+# A stored row is a msgpack array [event ts, [values], created ts, layout id] whose
+# times are always int64 (0xd3) and whose layout is always uint64 (0xcf), so the
+# script reads both times at fixed offsets, from the start and from the end, without
+# decoding the values (Redis's Lua msgpack cannot decode bytes values).
+_HEAD = struct.Struct(">BBq")  # fixarray of 4, int64 tag, event ts
+_TAIL = struct.Struct(">BqBQ")  # int64 tag, created ts (-1: unknown), uint64 tag, layout
+
 # KEYS: the rows' keys, then the view's #layouts hash. ARGV: ttl in ms (0: none), the
-# layout id and its description, then per row: event ts, created ts ('' if unknown),
+# layout id and its description, then per row: event ts, created ts (-1 if unknown),
 # value. The layout is recorded in the same call, so no row exists without it. A
-# stored value of another type (a hash from an older tiffin) is replaced.
+# stored value that is not such a row (a hash from an older tiffin) is replaced.
 _WRITE = """
 local n = #KEYS - 1
 redis.call('HSET', KEYS[n + 1], ARGV[2], ARGV[3])
@@ -69,13 +76,13 @@ local ttl = tonumber(ARGV[1])
 for i = 1, n do
   local at = 3 * i + 1
   local ts = tonumber(ARGV[at])
-  local cr = tonumber(ARGV[at + 1]) or -1
+  local cr = tonumber(ARGV[at + 1])
   local cur = redis.pcall('GET', KEYS[i])
   local newer = true
-  if type(cur) == 'string' then
-    local old = cmsgpack.unpack(cur)
-    local cts = old[1]
-    local ccr = old[3] or -1
+  if type(cur) == 'string' and #cur >= 28 and string.byte(cur, 1) == 0x94
+      and string.byte(cur, 2) == 0xd3 then
+    local cts = struct.unpack('>i8', string.sub(cur, 3, 10))
+    local ccr = struct.unpack('>i8', string.sub(cur, -17, -10))
     newer = ts > cts or (ts == cts and cr >= ccr)
   end
   if newer then
@@ -251,8 +258,10 @@ class RedisOnlineStore(OnlineStore):
             stop = min(start + chunk, batch.num_rows)
             argv: list[Any] = [ttl, layout, codec.description]
             for i in range(start, stop):
-                argv += [ts[i], "" if cr[i] is None else cr[i],
-                         pack([ts[i], [col[i] for col in values], cr[i], layout])]
+                created = -1 if cr[i] is None else cr[i]
+                argv += [ts[i], created,
+                         _HEAD.pack(0x94, 0xD3, ts[i]) + pack([col[i] for col in values])
+                         + _TAIL.pack(0xD3, created, 0xCF, layout)]
             self._call(f"writing {view.name!r}",
                        lambda rkeys=[*keys[start:stop], codec.layouts_key], argv=argv:
                        self._script(keys=rkeys, args=argv))
@@ -289,8 +298,20 @@ class RedisOnlineStore(OnlineStore):
                 stored: list[bytes | None]) -> list[ReadResult]:
         # One C-level decode for the whole request: the stored values are msgpack
         # documents, so their concatenation behind an array header is one document.
-        rows = msgpack.unpackb(_array_header(len(stored)) + b"".join(
-            [_NIL if v is None else v for v in stored]))
+        try:
+            rows = msgpack.unpackb(_array_header(len(stored)) + b"".join(
+                [_NIL if v is None else v for v in stored]))
+            return self._rows(reads, rows)
+        except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as e:
+            # Checked by failing, not row by row: a stored value of another shape breaks
+            # the C-level passes below.
+            raise BackendError(
+                f"a value under tiffin:{self.project}: is not a tiffin row ({e!r})",
+                hint="was the key written by another program? `tiffin materialize` "
+                     "rewrites it") from e
+
+    def _rows(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]],
+              rows: list) -> list[ReadResult]:
         out: list[ReadResult] = []
         at = 0
         for view, keys, features in reads:
@@ -346,7 +367,9 @@ class RedisOnlineStore(OnlineStore):
         hit = self._layouts.get((codec.view.name, layout))
         if hit is None:
             raw = self._call("reading", lambda: self.client.hget(codec.layouts_key, str(layout)))
-            names, types = msgpack.unpackb(raw) if raw is not None else ([], [])
+            if raw is None:  # not cached: it may be written (or restored) later
+                return {}
+            names, types = msgpack.unpackb(raw)
             hit = self._layouts[(codec.view.name, layout)] = {
                 n: (i, t) for i, (n, t) in enumerate(zip(names, types))}
         return hit

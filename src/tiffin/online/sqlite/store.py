@@ -122,6 +122,8 @@ class SQLiteOnlineStore(OnlineStore):
         if con is not None:
             con.close()
             self._local.con = None
+        # A new connection's data_version says nothing about the old one's.
+        self._local.nan = None
 
     def table(self, view: FeatureView) -> str:
         return f"{self.project}_{view.name}"
