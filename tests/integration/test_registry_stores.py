@@ -198,6 +198,48 @@ def test_round_trip_and_conditional_write(store: RegistryStore):
     assert store.read()[1] == v3
 
 
+def test_repeated_reads_see_every_change_of_another_writer(section: dict[str, Any],
+                                                          tmp_path: Path):
+    # Stores may answer an unchanged registry from what they read last (S3: a 304 to
+    # If-None-Match; SQL: versions unchanged): a change by another client must show.
+    reader, writer = open_store(section, tmp_path), open_store(section, tmp_path)
+    try:
+        v1 = writer.write(document(p={"entities": {"a": {"x": 1}}}), None)
+        assert reader.read() == reader.read()
+        assert projects_of(reader.read()[0]) == {"p": {"entities": {"a": {"x": 1}}}}
+        writer.write(document(p={"entities": {"a": {"x": 2}}}), v1)
+        raw, version = reader.read()
+        assert projects_of(raw) == {"p": {"entities": {"a": {"x": 2}}}}
+        assert reader.read() == (raw, version)
+        # Deleted and created again (SQL versions start over at 1): still seen.
+        writer.delete()
+        assert reader.read() == (None, None)
+        writer.write(document(p={"entities": {"a": {"x": 3}}}), None)
+        assert projects_of(reader.read()[0]) == {"p": {"entities": {"a": {"x": 3}}}}
+        writer.delete()
+        writer.write(document(p={"entities": {"a": {"x": 4}}}), None)
+        assert projects_of(reader.read()[0]) == {"p": {"entities": {"a": {"x": 4}}}}
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_s3_unchanged_registry_is_not_downloaded_again(moto: str, tmp_path: Path,
+                                                      aws_env: None):
+    store = open_store({"path": f"s3://{BUCKET}/unchanged/registry.json",
+                        "s3_endpoint_url": moto}, tmp_path)
+    try:
+        store.write(document(p={"entities": {"a": {"x": 1}}}), None)
+        statuses = []
+        store._s3().meta.events.register(
+            "after-call.s3.GetObject",
+            lambda http_response, **_: statuses.append(http_response.status_code))
+        first, second = store.read(), store.read()
+        assert first == second and statuses == [200, 304]
+    finally:
+        store.close()
+
+
 def test_registry_round_trip_and_teardown(section: dict[str, Any], tmp_path: Path):
     from datetime import datetime, timezone
     store = open_store(section, tmp_path)

@@ -35,6 +35,7 @@ ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "FEAST_S3_ENDPO
 # What S3 answers when a conditional write loses: the caller re-reads and retries.
 CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+NOT_MODIFIED_CODES = {"304", "NotModified"}
 UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503",
                      "500"}
 CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
@@ -61,6 +62,7 @@ class S3RegistryStore(RegistryStore):
         self.put_args = dict(put_args or {})
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._last: tuple[str, bytes] | None = None  # (ETag, body) of the last read
 
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.key}"
@@ -92,11 +94,20 @@ class S3RegistryStore(RegistryStore):
 
     def read(self) -> tuple[bytes | None, str | None]:
         from botocore.exceptions import BotoCoreError, ClientError
+        # A serving process re-reads the registry every few seconds: ask for the body
+        # only if it changed since the last read (If-None-Match; 304 otherwise).
+        last = self._last
+        condition = {"IfNoneMatch": last[0]} if last is not None else {}
         try:
-            response = self._s3().get_object(Bucket=self.bucket, Key=self.key)
-            return response["Body"].read(), response["ETag"]
+            response = self._s3().get_object(Bucket=self.bucket, Key=self.key, **condition)
+            raw, etag = response["Body"].read(), response["ETag"]
+            self._last = (etag, raw)
+            return raw, etag
         except ClientError as e:
+            if last is not None and _code(e) in NOT_MODIFIED_CODES:
+                return last[1], last[0]
             if _code(e) in MISSING_CODES:
+                self._last = None
                 return None, None
             raise self._error(e, "read") from None
         except BotoCoreError as e:
