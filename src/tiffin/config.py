@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from tiffin.errors import ConfigError, UnknownBackendError, did_you_mean
 
@@ -79,6 +86,31 @@ class BackendConfig(BaseModel):
     def store_class(self) -> type:
         """The backend's implementation; imported here, lazily, so drivers load only when used."""
         raise NotImplementedError
+
+
+class PostgresConnection(BackendConfig):
+    """The connection fields the PostgreSQL offline and online stores share (Feast's keys):
+    ``host, port, database, db_schema, user, password``, or ``dsn: postgresql://...``."""
+
+    host: str = "localhost"
+    port: int = 5432
+    database: str = "postgres"
+    db_schema: str = "public"
+    user: str = "postgres"
+    password: SecretStr | None = None
+    dsn: SecretStr | None = None
+    sslmode: str | None = None
+    connect_timeout_seconds: int = 5
+
+    def libpq_params(self) -> dict[str, str]:
+        """libpq keywords for the fields above (a DSN, when set, is used instead)."""
+        params = {"host": self.host, "port": str(self.port), "dbname": self.database,
+                  "user": self.user, "connect_timeout": str(self.connect_timeout_seconds)}
+        if self.password is not None:
+            params["password"] = self.password.get_secret_value()
+        if self.sslmode:
+            params["sslmode"] = self.sslmode
+        return params
 
 
 GROUPS = {"online_store": "tiffin.online_stores", "offline_store": "tiffin.offline_stores",

@@ -31,6 +31,11 @@ class ViewRequest:
     join_keys: list[str]  # the view's join keys, as stored
     entity_columns: list[str]  # the request columns that feed them (join_key_map applied)
 
+    @property
+    def source_columns(self) -> list[str]:
+        """The logical source columns a read of this request needs: keys, then features."""
+        return self.join_keys + [f.name for f in self.features]
+
 
 @dataclass
 class OdfvRequest:

@@ -35,10 +35,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from tiffin import types as T
+
+if TYPE_CHECKING:
+    from tiffin.features import ViewRequest
 
 ROW_ID = "__row_id"
 ENTITY_TS = "__ts"
@@ -140,6 +144,15 @@ class ViewJoin:
     entity_keys: list[str]  # matching entity relation columns
     features: list[tuple[str, str, T.FeastType]]  # (logical feature, output column, dtype)
     ttl_seconds: float | None
+
+    @classmethod
+    def of(cls, alias: str, req: ViewRequest, source: SourceColumns) -> ViewJoin:
+        """The join of one view of a FeaturePlan, reading ``source``."""
+        return cls(alias=alias, source=source, join_keys=req.join_keys,
+                   entity_keys=req.entity_columns,
+                   features=[(f.name, out, f.dtype)
+                             for f, out in zip(req.features, req.output_names)],
+                   ttl_seconds=req.view.ttl_seconds)
 
 
 @dataclass

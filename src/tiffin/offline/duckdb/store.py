@@ -174,15 +174,9 @@ class DuckDBOfflineStore(OfflineStore):
         lo, hi = entity_time_range(entity)
         views = []
         for i, req in enumerate(plan.views):
-            view = req.view
-            logical = req.join_keys + [f.name for f in req.features]
-            src = self.source_columns(view.source.batch, self.relation(view.source), logical)
-            views.append(ViewJoin(
-                alias=f"v{i}", source=src, join_keys=req.join_keys,
-                entity_keys=req.entity_columns,
-                features=[(f.name, out, f.dtype) for f, out in zip(req.features,
-                                                                    req.output_names)],
-                ttl_seconds=view.ttl_seconds))
+            source = req.view.source
+            views.append(ViewJoin.of(f"v{i}", req, self.source_columns(
+                source.batch, self.relation(source), req.source_columns)))
         return PointInTimeJoin("entity_df", entity_columns, views, lo, hi, strategy,
                                feature_order=plan.view_outputs)
 

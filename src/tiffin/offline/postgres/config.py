@@ -4,12 +4,12 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import field_validator
 
-from tiffin.config import BackendConfig
+from tiffin.config import PostgresConnection
 
 
-class PostgreSQLOfflineStoreConfig(BackendConfig):
+class PostgreSQLOfflineStoreConfig(PostgresConnection):
     """``offline_store: {type: postgres, host, port, database, db_schema, user, password}``,
     or ``dsn: postgresql://...`` (then the connection fields are not used). Feast's keys.
 
@@ -22,19 +22,10 @@ class PostgreSQLOfflineStoreConfig(BackendConfig):
     """
 
     type: Literal["postgres"] = "postgres"
-    host: str = "localhost"
-    port: int = 5432
-    database: str = "postgres"
-    db_schema: str = "public"
-    user: str = "postgres"
-    password: SecretStr | None = None
-    dsn: SecretStr | None = None
-    sslmode: str | None = None
     sslkey_path: str | None = None
     sslcert_path: str | None = None
     sslrootcert_path: str | None = None
     keepalives_idle: int | None = None
-    connect_timeout_seconds: int = 5
     settings: dict[str, str] = {}
 
     aliases: ClassVar[tuple[str, ...]] = (
@@ -55,13 +46,9 @@ class PostgreSQLOfflineStoreConfig(BackendConfig):
 
     def connection_params(self) -> dict[str, str]:
         """libpq keywords (the DSN, if set, is passed separately and wins)."""
-        params = {"host": self.host, "port": str(self.port), "dbname": self.database,
-                  "user": self.user, "connect_timeout": str(self.connect_timeout_seconds)}
-        if self.password is not None:
-            params["password"] = self.password.get_secret_value()
-        optional = {"sslmode": self.sslmode, "sslkey": self.sslkey_path,
-                    "sslcert": self.sslcert_path, "sslrootcert": self.sslrootcert_path,
-                    "keepalives_idle": self.keepalives_idle}
+        params = self.libpq_params()
+        optional = {"sslkey": self.sslkey_path, "sslcert": self.sslcert_path,
+                    "sslrootcert": self.sslrootcert_path, "keepalives_idle": self.keepalives_idle}
         params.update({k: str(v) for k, v in optional.items() if v is not None})
         return params
 

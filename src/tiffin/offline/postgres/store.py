@@ -208,15 +208,9 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
         views, indexed = [], []
         for i, req in enumerate(plan.views):
             source = req.view.source
-            logical = req.join_keys + [f.name for f in req.features]
-            src = self.source_columns(source, self.relation(source), logical,
+            src = self.source_columns(source, self.relation(source), req.source_columns,
                                       schema=self._schema(con, source))
-            views.append(ViewJoin(
-                alias=f"v{i}", source=src, join_keys=req.join_keys,
-                entity_keys=req.entity_columns,
-                features=[(f.name, out, f.dtype) for f, out in zip(req.features,
-                                                                    req.output_names)],
-                ttl_seconds=req.view.ttl_seconds))
+            views.append(ViewJoin.of(f"v{i}", req, src))
             if strategy == "auto":
                 indexed.append(self._has_time_index(con, self._source(source), src,
                                                     req.join_keys))

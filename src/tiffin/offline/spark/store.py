@@ -330,14 +330,8 @@ class SparkOfflineStore(OfflineStore, EntityQueries):
               lo: datetime | None, hi: datetime | None) -> PointInTimeJoin:
         views = []
         for i, req in enumerate(plan.views):
-            view = req.view
-            src = self._columns(view.source, req.join_keys + [f.name for f in req.features])
-            views.append(ViewJoin(
-                alias=f"v{i}", source=src, join_keys=req.join_keys,
-                entity_keys=req.entity_columns,
-                features=[(f.name, out, f.dtype) for f, out in zip(req.features,
-                                                                    req.output_names)],
-                ttl_seconds=view.ttl_seconds))
+            views.append(ViewJoin.of(f"v{i}", req, self._columns(req.view.source,
+                                                                   req.source_columns)))
         return PointInTimeJoin(relation, entity_columns, views, lo, hi,
                                self.config.join_strategy, feature_order=plan.view_outputs)
 
