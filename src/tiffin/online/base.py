@@ -31,10 +31,11 @@ def python_values(col: pa.Array | pa.ChunkedArray) -> list[object]:
     return col.to_pylist()
 
 
-# key tuple -> (event timestamp in epoch microseconds, feature values in requested order),
-# or None: a key without a row maps to None or is absent. Only items 0 and 1 of a row are
-# read, so a store may hand back longer sequences it decoded (Redis does).
-ReadResult = dict[tuple, Sequence[Any] | None]
+# One entry per key asked for, in the same order: a flat row (event timestamp in epoch
+# microseconds, then the feature values in the order requested), or, for a key without
+# a row, None or a row whose event timestamp is None. Aligned rows let the reader turn
+# a store's answer into columns in one C-level pass, with no lookup per key.
+Rows = Sequence[Sequence[Any] | None]
 
 
 class OnlineStore(ABC):
@@ -53,10 +54,11 @@ class OnlineStore(ABC):
 
     @abstractmethod
     def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
-             ) -> ReadResult:
-        """Stored rows for the distinct ``keys`` (tuples in ``view.join_keys`` order).
+             ) -> Rows:
+        """The stored row of each of ``keys`` (tuples in ``view.join_keys`` order), aligned
+        with them: ``(event_ts_us, *values of features)``, or None for a key without a row.
 
-        Keys with no row are absent from the result, or map to None.
+        ``keys`` may repeat; a repeated key gets its row each time.
         """
 
     @abstractmethod
@@ -64,7 +66,7 @@ class OnlineStore(ABC):
         """Remove all storage for ``views``."""
 
     def read_many(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
-                  ) -> list[ReadResult]:
+                  ) -> list[Rows]:
         """``read`` for several (view, keys, features) at once, results in the same order.
 
         Stores whose protocol can batch across views (Redis) override this so an online
@@ -73,7 +75,7 @@ class OnlineStore(ABC):
         return [self.read(view, keys, features) for view, keys, features in reads]
 
     async def read_many_async(self, reads: Sequence[tuple[FeatureView, Sequence[tuple],
-                                                          Sequence[str]]]) -> list[ReadResult]:
+                                                          Sequence[str]]]) -> list[Rows]:
         """``read_many`` for an event loop. Stores whose reads wait on the network
         (Redis) override this so a server overlaps requests while the store answers;
         the default reads synchronously (an embedded store has nothing to wait for)."""

@@ -12,17 +12,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
-from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
 
 from tiffin.errors import EntityDataFrameError, EntityValueError, RequestError
 from tiffin.features import FeaturePlan
-from tiffin.online.base import OnlineStore, ReadResult
+from tiffin.online.base import OnlineStore, Rows
 from tiffin.types import FeastType, from_micros
 
-_TS, _VALUES = itemgetter(0), itemgetter(1)  # of a stored (event time, values) pair
 MAX_KEYS_PER_READ = 1000  # keeps each store query's parameter list bounded
 
 
@@ -48,14 +46,16 @@ class OnlineResponse:
     """
 
     def __init__(self, entity_columns: dict[str, list[Any]], values: dict[str, list[Any]],
-                 hits: dict[str, tuple[list[Any], int, int | None]],
+                 times: dict[str, tuple[list[int | None], int | None]],
                  dtypes: dict[str, FeastType]):
         self._entities = entity_columns
         self._values = values
-        self._hits = hits  # feature -> (stored rows per request row, value index, ttl cutoff)
+        # feature -> (event time per request row, None where no row; ttl cutoff or None).
+        # The features of one view share one times list: per-view work is keyed by its id.
+        self._times = times
         self._dtypes = dtypes
         self._statuses: dict[str, list[FieldStatus]] | None = None
-        self._per_view: dict[tuple[str, int], list[Any]] = {}  # keyed by the view's hits list
+        self._per_view: dict[int, tuple[list[str], int]] = {}
 
     @property
     def entity_columns(self) -> dict[str, list[Any]]:
@@ -73,11 +73,12 @@ class OnlineResponse:
     def statuses(self) -> dict[str, list[FieldStatus]]:
         if self._statuses is None:
             self._statuses = {}
-            for name, (hits, i, cutoff) in self._hits.items():
+            for name, (times, cutoff) in self._times.items():
                 self._statuses[name] = [
-                    NOT_FOUND if h is None else
-                    OUTSIDE_MAX_AGE if cutoff is not None and h[0] < cutoff else
-                    NULL_VALUE if h[1][i] is None else PRESENT for h in hits]
+                    NOT_FOUND if t is None else
+                    OUTSIDE_MAX_AGE if cutoff is not None and t < cutoff else
+                    NULL_VALUE if v is None else PRESENT
+                    for t, v in zip(times, self._values[name])]
         return self._statuses
 
     def status_names(self, name: str) -> list[str]:
@@ -87,29 +88,26 @@ class OnlineResponse:
         computed once per view; a feature only pays again if it has a null value.
         The returned list may be shared between features: do not modify it.
         """
-        hits, i, cutoff = self._hits[name]
-        base = self._per_view.get(("s", id(hits)))
-        if base is None and cutoff is None and None not in hits:
-            base = self._per_view[("s", id(hits))] = ["PRESENT"] * len(hits)
-        elif base is None:
-            base = self._per_view[("s", id(hits))] = [
-                "NOT_FOUND" if h is None else
-                "OUTSIDE_MAX_AGE" if cutoff is not None and h[0] < cutoff else
-                "PRESENT" for h in hits]
+        times, cutoff = self._times[name]
+        per_view = self._per_view.get(id(times))
+        if per_view is None:
+            if cutoff is None and None not in times:
+                base = ["PRESENT"] * len(times)
+            else:
+                base = ["NOT_FOUND" if t is None else
+                        "OUTSIDE_MAX_AGE" if cutoff is not None and t < cutoff else
+                        "PRESENT" for t in times]
+            per_view = self._per_view[id(times)] = (base, len(base) - base.count("PRESENT"))
+        base, absent = per_view
         values = self._values[name]
-        if None not in values:
+        # Rows not found or too old have null values: if those are all the nulls (counted
+        # in C), no value is a stored null and the view's statuses are the feature's.
+        if values.count(None) == absent:
             return base
         return ["NULL_VALUE" if v is None and s == "PRESENT" else s for s, v in zip(base, values)]
 
     def _event_ts(self, name: str) -> list[int | None]:
-        # Shared by the features of one view (same stored rows): computed once per view.
-        hits = self._hits[name][0]
-        ts = self._per_view.get(("t", id(hits)))
-        if ts is None:
-            ts = self._per_view[("t", id(hits))] = (
-                list(map(_TS, hits)) if None not in hits else
-                [None if h is None else h[0] for h in hits])
-        return ts
+        return self._times[name][0]
 
     def to_dict(self, include_event_timestamps: bool = False) -> dict[str, list[Any]]:
         out = {**self._entities, **self._values}
@@ -237,7 +235,7 @@ class _ReadPlan:
                 self.key_types.setdefault(col, types[key])
             names = [f.name for f in v.features]
             ttl = v.view.ttl_seconds
-            self.views.append((v.view, v.entity_columns, names, (None,) * len(names),
+            self.views.append((v.view, v.entity_columns, names,
                                round(ttl * 1_000_000) if ttl else None,
                                list(zip(v.output_names, [f.dtype for f in v.features]))))
 
@@ -264,71 +262,75 @@ async def read_online_async(store: OnlineStore, plan: FeaturePlan, entity_rows: 
 
 def _begin(plan: FeaturePlan, entity_rows: Any, now: float | None
            ) -> tuple[list[tuple[Any, list[tuple], list[str]]],
-                      Callable[[list[ReadResult]], OnlineResponse]]:
+                      Callable[[list[Rows]], OnlineResponse]]:
     """Validate the request and list the store reads: (reads, finish(results) -> answer)."""
     rp = _read_plan(plan)
-    cols, _ = entity_columns(entity_rows, rp.entity_columns)
+    cols, n = entity_columns(entity_rows, rp.entity_columns)
     for name, col in cols.items():
         _check_key_values(name, col, rp.key_types[name])
     now_us = int((time.time() if now is None else now) * 1_000_000)
     # First the keys of every view, then one read_many for all of them, so a store that
-    # can (Redis) answers the whole request in one round trip.
+    # can (Redis) answers the whole request in one round trip. Stores answer row for
+    # row, so every key is sent as it is, repeats included; only null keys, which
+    # match nothing, are left out.
     per_view, reads = [], []
-    for view, key_names, names, absent, ttl_us, outputs in rp.views:
+    for view, key_names, names, ttl_us, outputs in rp.views:
         key_cols = [cols[c] for c in key_names]
         keys = list(zip(*key_cols))
-        if len(keys) == 1:
-            unique = keys if None not in keys[0] else []
-        else:
-            unique = list(dict.fromkeys(keys))
-            if any(None in c for c in key_cols):  # a null key matches nothing
-                unique = [k for k in unique if None not in k]
+        where = None
+        if any(None in c for c in key_cols):
+            where = [i for i, k in enumerate(keys) if None not in k]
+            keys = [keys[i] for i in where]
         first = len(reads)
-        for start in range(0, len(unique), MAX_KEYS_PER_READ):
-            reads.append((view, unique[start:start + MAX_KEYS_PER_READ], names))
-        per_view.append((keys, first, len(reads), absent, ttl_us, outputs, len(names)))
-    return reads, partial(_finish, plan, entity_rows, cols, now_us, per_view)
+        for start in range(0, len(keys), MAX_KEYS_PER_READ):
+            reads.append((view, keys[start:start + MAX_KEYS_PER_READ], names))
+        per_view.append((where, first, len(reads), ttl_us, outputs, len(names)))
+    return reads, partial(_finish, plan, entity_rows, cols, n, now_us, per_view)
 
 
-def _finish(plan: FeaturePlan, entity_rows: Any, cols: dict[str, list[Any]], now_us: int,
-            per_view: list[tuple], results: list[ReadResult]) -> OnlineResponse:
-    by_output: dict[str, tuple[list[Any], tuple[list[Any], int, int | None], FeastType]] = {}
-    for keys, first, last, absent, ttl_us, outputs, n_names in per_view:
+def _finish(plan: FeaturePlan, entity_rows: Any, cols: dict[str, list[Any]], n: int,
+            now_us: int, per_view: list[tuple], results: list[Rows]) -> OnlineResponse:
+    by_output: dict[str, tuple[list[Any], tuple[list[int | None], int | None], FeastType]] = {}
+    for where, first, last, ttl_us, outputs, n_names in per_view:
         if last - first == 1:
-            found = results[first]
+            rows = results[first]
         else:
-            found = {}
-            for part in results[first:last]:
-                found.update(part)
-        hits = list(map(found.get, keys))
+            rows = [row for part in results[first:last] for row in part]
+        absent = (None,) * (n_names + 1)
+        if where is not None:  # null keys were not read: they have no row
+            full: list[Any] = [absent] * n
+            for i, row in zip(where, rows):
+                full[i] = row
+            rows = full
+        if None in rows:
+            rows = [absent if r is None else r for r in rows]
+        # Rows -> columns in one C-level pass: the event times, then each feature.
+        columns = list(zip(*rows)) if rows else [()] * (n_names + 1)
+        times = list(columns[0])
         cutoff = now_us - ttl_us if ttl_us else None
-        complete = None not in hits
-        if complete and cutoff is not None and (not hits or min(map(_TS, hits)) >= cutoff):
-            cutoff = None  # no row is too old: for this answer, as if there were no ttl
-        # Rows whose event time is older than the ttl read as absent values. The common
-        # case, every row found and fresh, takes C-level passes only.
-        if complete and cutoff is None:
-            live = list(map(_VALUES, hits))
-        elif cutoff is None:
-            live = [absent if h is None else h[1] for h in hits]
-        else:
-            live = [absent if h is None or h[0] < cutoff else h[1] for h in hits]
-        # Transpose rows into feature columns in one C-level pass.
-        columns = list(zip(*live)) if live else [()] * n_names
-        for i, (out, dtype) in enumerate(outputs):
-            by_output[out] = (list(columns[i]), (hits, i, cutoff), dtype)
+        if cutoff is not None:
+            found = [t for t in times if t is not None] if None in times else times
+            if not found or min(found) >= cutoff:
+                cutoff = None  # no row is too old: for this answer, as if there were no ttl
+            else:
+                # Values of rows older than the ttl read as absent.
+                columns = list(zip(*[absent if t is not None and t < cutoff else r
+                                     for t, r in zip(times, rows)]))
+        stamps = (times, cutoff)
+        for i, (out, dtype) in enumerate(outputs, 1):
+            by_output[out] = (list(columns[i]), stamps, dtype)
     if plan.odfvs:
         from tiffin.transform import on_demand_online
         request, n = entity_columns(entity_rows, plan.request_fields, what="request field")
         computed = on_demand_online(plan, {o: v[0] for o, v in by_output.items()}, request, n)
         for f_out, values_ in computed.items():
             # Computed values have no stored row: PRESENT or NULL_VALUE, no event time.
-            by_output[f_out] = (values_, ([(0, (x,)) for x in values_], 0, None), None)
+            by_output[f_out] = (values_, ([0] * len(values_), None), None)
         for req in plan.odfvs:
             for f, out in zip(req.features, req.output_names):
                 by_output[out] = (*by_output[out][:2], f.dtype)
     # Outputs in request order, whatever view they came from.
     values = {out: by_output[out][0] for out in plan.output_names}
-    raw = {out: by_output[out][1] for out in plan.output_names}
+    times = {out: by_output[out][1] for out in plan.output_names}
     dtypes = {out: by_output[out][2] for out in plan.output_names}
-    return OnlineResponse(cols, values, raw, dtypes)
+    return OnlineResponse(cols, values, times, dtypes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import threading
 from datetime import timedelta
 
@@ -123,6 +124,23 @@ def test_ttl_is_enforced_on_read(world, age, expected_status):
     assert resp.to_dict()["i64"] == ([5] if expected_status == P else [None])
 
 
+def test_every_status_in_one_answer(world):
+    world.write("driver_stats", [
+        {"driver_id": 1, "__event_ts": NOW, "i64": None, "s": "fresh"},
+        {"driver_id": 2, "__event_ts": NOW - timedelta(hours=3), "i64": 7, "s": "old"},
+        {"driver_id": 3, "__event_ts": NOW, "i64": 9, "s": None}])
+    rows = {"driver_id": [1, 2, 3, 4, 3, None]}
+    resp = world.read(["driver_stats:i64", "driver_stats:s"], rows)
+    assert resp.to_dict() == {"driver_id": [1, 2, 3, 4, 3, None],
+                              "i64": [None, None, 9, None, 9, None],
+                              "s": ["fresh", None, None, None, None, None]}
+    assert resp.statuses == {"i64": [NV, OLD, P, NF, P, NF], "s": [P, OLD, NV, NF, NV, NF]}
+    assert {n: resp.status_names(n) for n in ("i64", "s")} == {
+        n: [x.name for x in v] for n, v in resp.statuses.items()}
+    times = resp.event_timestamps("i64")
+    assert times[3] is None and times[5] is None and times[1] == NOW - timedelta(hours=3)
+
+
 def test_view_without_ttl_never_expires(world):
     world.write("customer_stats", [{"customer_id": "c1", "__event_ts": NOW - timedelta(days=3650),
                                     "spend": 9.5, "tier": "gold"}])
@@ -196,6 +214,38 @@ def test_many_keys_are_read_in_bounded_chunks(world):
     ids = list(range(n + 5))
     got = world.read(["driver_stats:i64"], {"driver_id": ids}).to_dict()["i64"]
     assert got == list(range(n)) + [None] * 5
+
+
+def test_rows_answer_their_keys_in_order_with_repeats_misses_and_null_keys(world):
+    # Stores answer row for row (no key is matched back in Python), so order matters:
+    # shuffled keys, repeats, keys without a row and null keys, across read chunks.
+    rng = random.Random(5)
+    world.write("driver_stats", [{"driver_id": d, "__event_ts": NOW, "i64": d * 3}
+                                 for d in range(0, 600, 2)])
+    ids = [rng.randrange(-50, 650) for _ in range(MAX_KEYS_PER_READ + 500)] + [None, 8, None]
+    rng.shuffle(ids)
+
+    def stored(d):
+        return d * 3 if d is not None and 0 <= d < 600 and d % 2 == 0 else None
+
+    resp = world.read(["driver_stats:i64"], {"driver_id": ids})
+    assert resp.to_dict()["i64"] == [stored(d) for d in ids]
+    assert resp.statuses["i64"] == [NF if stored(d) is None else P for d in ids]
+
+    # The store interface itself: one row per key, (event time, values...) or no row.
+    keys = [(d,) for d in ids if d is not None][:300]
+    rows = world.store.online_store.read(world.view("driver_stats"), keys, ["i64"])
+    assert len(rows) == len(keys)
+    assert [None if r is None or r[0] is None else r[1] for r in rows] == \
+        [stored(k[0]) for k in keys]
+
+    world.write("pair_stats", [{"driver_id": d, "customer_id": c, "__event_ts": NOW,
+                                "trips": d * 10 + ord(c)} for d in range(20) for c in "ab"])
+    pairs = [(rng.randrange(-2, 22), rng.choice("abc")) for _ in range(400)]
+    got = world.read(["pair_stats:trips"], {"driver_id": [d for d, _ in pairs],
+                                            "customer_id": [c for _, c in pairs]})
+    assert got.to_dict()["trips"] == [d * 10 + ord(c) if 0 <= d < 20 and c != "c" else None
+                                      for d, c in pairs]
 
 
 def test_bad_entity_input_is_a_clear_request_error(world):

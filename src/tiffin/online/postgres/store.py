@@ -18,7 +18,7 @@ import pyarrow as pa
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView
 from tiffin.errors import BackendError, MissingDependencyError, StoreUnavailableError
-from tiffin.online.base import OnlineStore, ReadResult, python_values
+from tiffin.online.base import OnlineStore, Rows, python_values
 from tiffin.online.postgres.config import PostgreSQLOnlineStoreConfig
 from tiffin.types import Array, FeastType, from_micros
 
@@ -168,21 +168,29 @@ class PostgreSQLOnlineStore(OnlineStore):
 
     # -- reads ---------------------------------------------------------------------------
     def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
-             ) -> ReadResult:
-        nkeys = len(view.entity_columns)
+             ) -> Rows:
+        if not keys:
+            return []
         cache_key = (view.name, tuple(features))
         prepared = self._queries.get(cache_key)
         if prepared is None:
             by_name = {f.name: f for f in view.features}
-            decoders = [(i, d) for i, n in enumerate(features)
+            decoders = [(i, d) for i, n in enumerate(features, 1)
                         if (d := _decoder(by_name[n].dtype)) is not None]
-            key_ids = [sql.Identifier(f.name) for f in view.entity_columns]
-            cols = sql.SQL(", ").join(key_ids + [sql.Identifier("__event_ts")]
-                                      + [sql.Identifier(n) for n in features])
+            names = [f.name for f in view.entity_columns]
+            cols = sql.SQL(", ").join(
+                [sql.SQL("t.__event_ts")] + [sql.SQL("t.{}").format(sql.Identifier(n))
+                                             for n in features])
             arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(
                 _pg_type(f.dtype))) for f in view.entity_columns)
-            query = sql.SQL("SELECT {} FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))").format(
-                cols, self._table(view), sql.SQL(", ").join(key_ids), arrays)
+            aliases = sql.SQL(", ").join(sql.Identifier(f"k{i}") for i in range(len(names)))
+            on = sql.SQL(" AND ").join(
+                sql.SQL("t.{} = k.{}").format(sql.Identifier(n), sql.Identifier(f"k{i}"))
+                for i, n in enumerate(names))
+            # One row per key, in key order (ORDINALITY), nulls where a key has no row.
+            query = sql.SQL("SELECT {} FROM unnest({}) WITH ORDINALITY AS k({}, __ord) "
+                            "LEFT JOIN {} AS t ON {} ORDER BY k.__ord").format(
+                cols, arrays, aliases, self._table(view), on)
             prepared = self._queries[cache_key] = (query, decoders)
         query, decoders = prepared
         params = [list(col) for col in zip(*keys)]
@@ -191,12 +199,18 @@ class PostgreSQLOnlineStore(OnlineStore):
             try:
                 return con.execute(query, params, prepare=True).fetchall()
             except psycopg.errors.UndefinedTable:
-                return []  # never materialized here: every key is NOT_FOUND
-        out: ReadResult = {}
-        for row in self._run(f"reading {view.name!r}", run):
-            values = list(row[nkeys + 1:])
+                return [None] * len(keys)  # never materialized here: every key NOT_FOUND
+        rows = self._run(f"reading {view.name!r}", run)
+        if not decoders:
+            return rows
+        out: list = []
+        for row in rows:
+            if row is None or row[0] is None:
+                out.append(row)
+                continue
+            values = list(row)
             for i, dec in decoders:
                 if values[i] is not None:
                     values[i] = dec(values[i])
-            out[row[:nkeys]] = (row[nkeys], values)
+            out.append(values)
         return out

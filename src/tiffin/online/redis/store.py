@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView
 from tiffin.errors import BackendError, MissingDependencyError, StoreUnavailableError
-from tiffin.online.base import OnlineStore, ReadResult, python_values
+from tiffin.online.base import OnlineStore, Rows, python_values
 from tiffin.online.redis.config import RedisOnlineStoreConfig
 from tiffin.types import Array, FeastType, from_micros
 
@@ -267,24 +267,24 @@ class RedisOnlineStore(OnlineStore):
                        self._script(keys=rkeys, args=argv))
 
     def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
-             ) -> ReadResult:
+             ) -> Rows:
         return self.read_many([(view, keys, features)])[0]
 
     def read_many(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
-                  ) -> list[ReadResult]:
+                  ) -> list[Rows]:
         rkeys = self._read_keys(reads)
         if not rkeys:
-            return [{} for _ in reads]
+            return [[] for _ in reads]
         return self._decode(reads, self._call("reading", lambda: self._mget(rkeys)))
 
     async def read_many_async(self, reads: Sequence[tuple[FeatureView, Sequence[tuple],
                                                           Sequence[str]]]
-                              ) -> list[ReadResult]:
+                              ) -> list[Rows]:
         if not self._aio.usable:
             return self.read_many(reads)
         rkeys = self._read_keys(reads)
         if not rkeys:
-            return [{} for _ in reads]
+            return [[] for _ in reads]
         return self._decode(reads, await self._aio.execute(_pack_command(("MGET", *rkeys))))
 
     def _read_keys(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
@@ -295,7 +295,7 @@ class RedisOnlineStore(OnlineStore):
         return rkeys
 
     def _decode(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]],
-                stored: list[bytes | None]) -> list[ReadResult]:
+                stored: list[bytes | None]) -> list[Rows]:
         # One C-level decode for the whole request: the stored values are msgpack
         # documents, so their concatenation behind an array header is one document.
         try:
@@ -311,8 +311,8 @@ class RedisOnlineStore(OnlineStore):
                      "rewrites it") from e
 
     def _rows(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]],
-              rows: list) -> list[ReadResult]:
-        out: list[ReadResult] = []
+              rows: list) -> list[Rows]:
+        out: list[Rows] = []
         at = 0
         for view, keys, features in reads:
             codec = self._codec(view)
@@ -321,46 +321,46 @@ class RedisOnlineStore(OnlineStore):
             layouts = set(map(_LAYOUT, filter(None, mine)))  # C-level passes
             if not layouts or layouts == {codec.layout}:
                 pick = codec.picker(features)
-                if pick is None:  # a stored row is (event time, values, ...) already
-                    found: ReadResult = dict(zip(keys, mine))
+                # A stored row is [event time, [values], ...]: flattened to the reader's rows.
+                if pick is None:
+                    found: list = [None if r is None else (r[0], *r[1]) for r in mine]
                 else:
-                    found = {key: (row[0], pick(row[1]))
-                             for key, row in zip(keys, mine) if row is not None}
+                    found = [None if r is None else (r[0], *pick(r[1])) for r in mine]
             else:
-                found = self._read_mixed(codec, keys, mine, features)
-            todo = [(i, d) for i, f in enumerate(features)
+                found = self._read_mixed(codec, mine, features)
+            todo = [(i, d) for i, f in enumerate(features, 1)
                     if (d := codec.decoders[f]) is not None]
-            if todo and found:
-                for key, hit in found.items():
+            if todo:
+                for j, hit in enumerate(found):
                     if hit is None:
                         continue
-                    fixed = list(hit[1])
+                    fixed = list(hit)
                     for i, decode in todo:
                         if fixed[i] is not None:
                             fixed[i] = decode(fixed[i])
-                    found[key] = (hit[0], fixed)
+                    found[j] = fixed
             out.append(found)
         return out
 
-    def _read_mixed(self, codec: _Codec, keys: Sequence[tuple], rows: list,
-                    features: Sequence[str]) -> ReadResult:
+    def _read_mixed(self, codec: _Codec, rows: list, features: Sequence[str]) -> list:
         """Rows of several layouts (the view changed since some were written): by name."""
-        found: ReadResult = {}
-        for key, row in zip(keys, rows):
+        found: list = []
+        for row in rows:
             if row is None:
+                found.append(None)
                 continue
             if row[3] == codec.layout:
                 pick = codec.picker(features)
-                found[key] = (row[0], row[1] if pick is None else pick(row[1]))
+                found.append((row[0], *(row[1] if pick is None else pick(row[1]))))
                 continue
             old = self._layout(codec, row[3])
-            values = []
+            values = [row[0]]
             for name in features:
                 pos = old.get(name)
                 # A feature the row predates, or whose type changed, reads as null.
                 values.append(row[1][pos[0]] if pos is not None
                               and pos[1] == codec.types[codec.position[name]] else None)
-            found[key] = (row[0], values)
+            found.append(values)
         return found
 
     def _layout(self, codec: _Codec, layout: int) -> dict[str, tuple[int, str]]:

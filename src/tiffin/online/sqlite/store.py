@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 import pyarrow as pa
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView, Field
 from tiffin.errors import BackendError, StoreUnavailableError
-from tiffin.online.base import OnlineStore, ReadResult, python_values
+from tiffin.online.base import OnlineStore, Rows, python_values
 from tiffin.online.sqlite.config import SQLiteOnlineStoreConfig
 from tiffin.types import Array, FeastType, from_micros
 
@@ -229,59 +230,80 @@ class SQLiteOnlineStore(OnlineStore):
 
     # -- reads ---------------------------------------------------------------------------
     def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
-             ) -> ReadResult:
+             ) -> Rows:
+        return self._read(view, keys, features, None)
+
+    def read_many(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
+                  ) -> list[Rows]:
+        # The NaN list is checked once for the whole request, not once per view.
+        nan: list[frozenset[str]] = []
+        return [self._read(view, keys, features, nan) for view, keys, features in reads]
+
+    def _read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str],
+              nan: list[frozenset[str]] | None) -> Rows:
+        """``read``; ``nan`` holds the NaN tables once a read of this request looked."""
+        if not keys:
+            return []
         feats = tuple(features)
-        nkeys = len(view.entity_columns)
         cache_key = (view.name, feats, len(keys))
         prepared = self._read_sql.get(cache_key)
         if prepared is None:
             by_name: dict[str, Field] = {f.name: f for f in view.features}
-            decoders = [(i, d) for i, n in enumerate(feats)
+            decoders = [(i, d) for i, n in enumerate(feats, 1)
                         if (d := _decoder(by_name[n].dtype)) is not None]
-            floats = [nkeys + 1 + i for i, n in enumerate(feats)
+            floats = [i for i, n in enumerate(feats, 1)
                       if not isinstance(by_name[n].dtype, Array)
                       and by_name[n].dtype.name in ("Float32", "Float64")]
             prepared = self._read_sql[cache_key] = (self._select(view, feats, len(keys)),
                                                     decoders, floats)
         sql, decoders, floats = prepared
-        if nkeys == 1:
-            # Sorted keys walk the primary-key B-tree in order: fewer page visits.
-            params = [k[0] for k in keys]
-            if len(params) > 1:
-                try:
-                    params.sort()
-                except TypeError:  # values that do not order: any order is correct
-                    pass
-        else:
-            params = [v for key in keys for v in key]
+        params = keys[0] if len(keys) == 1 else list(chain.from_iterable(keys))
         try:
             rows = self._con().execute(sql, params).fetchall()
         except sqlite3.OperationalError as e:
             if "no such table" in str(e):
-                return {}  # never materialized into this database: every key is NOT_FOUND
+                return [None] * len(keys)  # never materialized here: every key NOT_FOUND
             raise BackendError(f"reading {view.name!r} from SQLite {self.path} failed: {e}"
                                ) from e
-        if floats and self.table(view) in self._nan_tables():
-            rows = _restore_nan(rows, floats)
-        if not decoders:
-            return {row[:nkeys]: (row[nkeys], row[nkeys + 1:]) for row in rows}
-        out: ReadResult = {}
-        for row in rows:
-            values = list(row[nkeys + 1:])
-            for i, dec in decoders:
-                values[i] = dec(values[i])
-            out[row[:nkeys]] = (row[nkeys], values)
-        return out
+        if len(keys) == 1 and not rows:
+            return [None]
+        if floats:
+            if nan is None:
+                nan = [self._nan_tables()]
+            elif not nan:
+                nan.append(self._nan_tables())
+            if self.table(view) in nan[0]:
+                rows = _restore_nan(rows, floats)
+        if decoders:
+            rows = [_decode_row(row, decoders) for row in rows]
+        return rows
 
     def _select(self, view: FeatureView, features: tuple[str, ...], n: int) -> str:
+        """One row per key, in key order: a key without a row gives a row of nulls.
+
+        The keys are the outer side of a LEFT JOIN, which SQLite never reorders, and a
+        VALUES list is produced in order, so row i answers key i without the key being
+        selected and matched back in Python. Each key is one primary-key lookup.
+        """
         keys = [_q(f.name) for f in view.entity_columns]
-        cols = ", ".join(keys + ["__event_ts"] + [_q(f) for f in features])
-        if len(keys) == 1:
-            where = f"{keys[0]} IN ({', '.join('?' * n)})" if n > 1 else f"{keys[0]} = ?"
-        else:
-            one = "(" + ", ".join("?" for _ in keys) + ")"
-            where = f"({', '.join(keys)}) IN (VALUES {', '.join([one] * n)})"
-        return f"SELECT {cols} FROM {_q(self.table(view))} WHERE {where}"
+        cols = ", ".join(["t.__event_ts"] + [f"t.{_q(f)}" for f in features])
+        table = _q(self.table(view))
+        if n == 1:
+            where = " AND ".join(f"t.{k} = ?" for k in keys)
+            return f"SELECT {cols} FROM {table} AS t WHERE {where}"
+        one = "(" + ", ".join("?" for _ in keys) + ")"
+        on = " AND ".join(f"t.{k} = k.column{i}" for i, k in enumerate(keys, 1))
+        return (f"SELECT {cols} FROM (VALUES {', '.join([one] * n)}) AS k "
+                f"LEFT JOIN {table} AS t ON {on}")
+
+
+def _decode_row(row: tuple, decoders: list[tuple[int, Callable]]) -> tuple:
+    if row[0] is None:
+        return row
+    values = list(row)
+    for i, dec in decoders:
+        values[i] = dec(values[i])
+    return tuple(values)
 
 
 __all__ = ["SQLiteOnlineStore"]
