@@ -187,8 +187,39 @@ def test_push_then_read_and_metrics(client):
     assert r.status_code == 200, r.text
     metrics = client.get("/metrics").text
     assert 'tiffin_rows_pushed_total{push_source="d_push"} 1.0' in metrics
-    assert 'tiffin_feature_freshness_seconds{feature_view="stats"}' in metrics
     assert 'tiffin_requests_total{endpoint="/push",status="200"} 1.0' in metrics
+    assert _samples(metrics)["tiffin_newest_event_timestamp_seconds", "stats"] == \
+        (NOW + timedelta(seconds=5)).timestamp()
+
+
+def _samples(text: str) -> dict[tuple[str, str], float]:
+    """(metric, feature_view label or '') -> value, from Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, s.labels.get("feature_view", "")): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_freshness_is_measured_from_event_time_whoever_wrote_it(client, tmp_path):
+    # make_repo materialized rows 30 minutes old; a separate process (here another
+    # FeatureStore) then writes a row 10 minutes old: the server's freshness follows the
+    # online store, not its own writes or its last materialize.
+    def age_of(newest: datetime) -> None:  # the scraped age, between two clock readings
+        before = time.time()
+        got = _samples(client.get("/metrics").text)
+        assert got["tiffin_online_store_up", ""] == 1
+        assert got["tiffin_newest_event_timestamp_seconds", "stats"] == newest.timestamp()
+        age = got["tiffin_feature_freshness_seconds", "stats"]
+        assert before - newest.timestamp() <= age <= time.time() - newest.timestamp()
+
+    age_of(NOW - timedelta(minutes=30))
+    other = FeatureStore(repo_path=tmp_path)
+    try:
+        other.write_to_online_store("stats", {
+            "driver_id": [2], "event_timestamp": [NOW - timedelta(minutes=10)],
+            "rate": [0.1], "trips": [1], "city": ["x"]})
+    finally:
+        other.close()
+    age_of(NOW - timedelta(minutes=10))
 
 
 def test_materialize_health_openapi(client):
@@ -274,6 +305,14 @@ def test_workers_share_connections_evenly_and_are_restarted(tmp_path):
             assert r.status == 200 and json.loads(r.read())["results"][1]["values"] == [3, 4]
             conns.append(c)
         assert per_worker() == [4, 4]
+        # Each worker counted its own 4 reads; a scrape from either one sums both (the
+        # first scraper's connection stays open, so the second goes to the other worker).
+        with httpx.Client() as first, httpx.Client() as second:
+            for scraper in (first, second):
+                m = scraper.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+                assert 'tiffin_requests_total{endpoint="/get-online-features",status="200"}' \
+                       ' 8.0' in m
+            assert per_worker() == [5, 5]
         for c in conns[:4]:
             c.close()
         time.sleep(0.5)

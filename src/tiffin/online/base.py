@@ -1,11 +1,13 @@
-"""The online-store interface: four abstract methods, no response shaping, no ttl logic.
+"""The online-store interface: five abstract methods, no response shaping, no ttl logic.
 
 A store keeps, per feature view and entity key, the newest row it was given:
 its feature values and event timestamp. ``write`` must be monotonic: a row
 whose event timestamp is older than the stored one (or equal, with an older
 created timestamp) is ignored, so a late or replayed batch never overwrites
-fresher data. Reading, statuses, ttl and batching live once in
-``tiffin.online.reader``.
+fresher data. A store also keeps, per view, the newest event time it was ever
+given, so freshness is measured from event time by whoever reads the store (the
+feature server's metrics), not from when this process last wrote. Reading,
+statuses, ttl and batching live once in ``tiffin.online.reader``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ class OnlineStore(ABC):
     @abstractmethod
     def teardown(self, views: Sequence[FeatureView]) -> None:
         """Remove all storage for ``views``."""
+
+    @abstractmethod
+    def newest_event_times(self, views: Sequence[FeatureView]) -> dict[str, int]:
+        """View name -> the newest event time (epoch microseconds) ever written for it,
+        by any process; views never written (or torn down since) are left out.
+
+        Recorded by ``write`` in the same transaction (or script) as the rows, so
+        reading it costs one lookup per view, never a scan of the rows.
+        """
 
     def read_many(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
                   ) -> list[Rows]:

@@ -195,7 +195,7 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
     # Requests use the cached snapshot; only the background thread refreshes it.
     store.registry.cache_ttl_seconds = 0
     store.refresh_registry()
-    metrics = Metrics(store.project)
+    metrics = Metrics(store.project, store)
     refresher = _RegistryRefresher(store, registry_ttl_seconds)
 
     @asynccontextmanager
@@ -276,7 +276,7 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
     async def push(body: PushRequest) -> Response:
         rows = store.push(body.push_source_name, body.df, to=body.to,
                           allow_registry_cache=body.allow_registry_cache)
-        metrics.pushed(body.push_source_name, rows, body.df, store)
+        metrics.rows_pushed.labels(body.push_source_name).inc(rows)
         return json_response({"rows": rows})
 
     @app.post("/write-to-online-store", response_model=RowsResponse,
@@ -290,7 +290,6 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
               responses=errors(400, 404, 422, 503))
     def materialize(body: MaterializeRequest) -> Response:
         results = store.materialize(body.start_ts, body.end_ts, body.feature_views)
-        metrics.materialized(results)
         return json_response({"feature_views": [
             {"name": r.view, "rows": r.rows, "max_event_timestamp": r.max_event_ts}
             for r in results]})
@@ -299,7 +298,6 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
               responses=errors(400, 404, 422, 503))
     def materialize_incremental(body: MaterializeIncrementalRequest) -> Response:
         results = store.materialize_incremental(body.end_ts, body.feature_views)
-        metrics.materialized(results)
         return json_response({"feature_views": [
             {"name": r.view, "rows": r.rows, "max_event_timestamp": r.max_event_ts}
             for r in results]})

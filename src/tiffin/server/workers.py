@@ -11,6 +11,8 @@ given, and reports back when one closes, so each new connection goes to the work
 with the fewest open ones.
 
 The parent restarts a worker that dies and stops them all on SIGINT or SIGTERM.
+Workers count their metrics in files of one directory (prometheus_client's
+multiprocess mode), so ``/metrics`` from any worker covers all of them.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import asyncio
 import multiprocessing
 import os
 import selectors
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from functools import partial
 from typing import Any
@@ -104,6 +108,12 @@ def run(host: str, port: int, workers: int, **options: Any) -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))  # fails here, in the parent, if the port is taken
     listener.listen(2048)
+    # Set before the workers start (spawned, so they inherit it) and import
+    # prometheus_client, which picks its value storage once, at import.
+    own_metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_metrics_dir = tempfile.mkdtemp(prefix="tiffin-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -171,3 +181,5 @@ def run(host: str, port: int, workers: int, **options: Any) -> None:
             p.join(max(0.1, deadline - time.monotonic()))
             if p.is_alive():
                 p.kill()
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)

@@ -270,6 +270,43 @@ def test_teardown_removes_data_and_reads_stay_safe(world):
     assert world.read(["driver_stats:i64"], [{"driver_id": 1}]).to_dict()["i64"] == [2]
 
 
+def _micros(t):
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
+def test_newest_event_time_is_kept_per_view_across_writers_and_teardown(world):
+    # Freshness from event time: the newest event ever written, whatever wrote it,
+    # never moved back by an older batch, and gone with the view's data.
+    from tiffin import FeatureStore
+    from tiffin.offline.base import online_batch_schema
+    online = world.store.online_store
+    views = [world.view(n) for n in ("driver_stats", "customer_stats", "pair_stats")]
+    assert online.newest_event_times(views) == {}
+    world.write("driver_stats", [{"driver_id": k, "__event_ts": NOW - timedelta(minutes=k)}
+                                 for k in range(3)])
+    world.write("driver_stats", [{"driver_id": 9, "__event_ts": NOW - timedelta(hours=5)}])
+    assert online.newest_event_times(views) == {"driver_stats": _micros(NOW)}
+    other = FeatureStore(repo_path=world.tmp, config=world.config)
+    try:  # another client of the same store writes a newer event
+        view = other.get_feature_view("customer_stats")
+        schema = online_batch_schema(view)
+        later = NOW + timedelta(seconds=7, microseconds=5)
+        other.online_store.write(view, pa.RecordBatch.from_pydict(
+            {"customer_id": ["c"], "__event_ts": [later], "__created_ts": [None],
+             "spend": [1.0], "tier": ["t"]}, schema=schema))
+    finally:
+        other.close()
+    assert online.newest_event_times(views) == {"driver_stats": _micros(NOW),
+                                                "customer_stats": _micros(later)}
+    assert online.newest_event_times(views[:1]) == {"driver_stats": _micros(NOW)}
+    online.teardown(views[:1])
+    assert online.newest_event_times(views) == {"customer_stats": _micros(later)}
+    online.prepare(views[:1], [])
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW - timedelta(days=1)}])
+    assert online.newest_event_times(views)["driver_stats"] == \
+        _micros(NOW - timedelta(days=1))
+
+
 def test_adding_a_feature_keeps_existing_rows(world, online_backend):
     from tiffin import Field
     from tiffin.types import Int64

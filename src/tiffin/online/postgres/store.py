@@ -4,7 +4,8 @@ Layout: table ``"<project>_<view>"`` in ``db_schema``: join-key columns (primary
 key), ``__event_ts`` and ``__created_ts`` (epoch microseconds, BIGINT) and a
 typed column per feature (arrays as JSON text). Writes COPY a batch into a
 temporary table, then one ``INSERT … ON CONFLICT … DO UPDATE … WHERE`` keeps
-the newer event; reads are one query per view.
+the newer event; reads are one query per view. ``__tiffin_newest`` keeps, per
+view table, the newest event time ever written (freshness without a scan).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class PostgreSQLOnlineStore(OnlineStore):
         self.pool = self._new_pool()
         self._opened = False
         self._queries: dict[tuple, tuple[Any, list]] = {}
+        self._newest_ready = False  # __tiffin_newest is known to exist
 
     def _new_pool(self) -> Any:
         return ConnectionPool(self.config.conninfo(), min_size=self.config.min_conn,
@@ -83,8 +85,14 @@ class PostgreSQLOnlineStore(OnlineStore):
                 raise BackendError(f"PostgreSQL failed while {what}: {e}") from e
             raise
 
+    def _name(self, view: FeatureView) -> str:
+        return f"{self.project}_{view.name}"
+
     def _table(self, view: FeatureView) -> Any:
-        return sql.Identifier(self.config.db_schema, f"{self.project}_{view.name}")
+        return sql.Identifier(self.config.db_schema, self._name(view))
+
+    def _newest_table(self) -> Any:
+        return sql.Identifier(self.config.db_schema, "__tiffin_newest")
 
     def ping(self) -> None:
         self._run("pinging", lambda con: con.execute("SELECT 1").fetchall())
@@ -105,8 +113,8 @@ class PostgreSQLOnlineStore(OnlineStore):
         def run(con: Any) -> None:
             con.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(self.config.db_schema)))
-            for view in delete:
-                con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(view)))
+            self._ensure_newest(con)
+            self._drop(con, delete)
             for view in keep:
                 cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
                                           for n, t in self._columns(view))
@@ -119,12 +127,29 @@ class PostgreSQLOnlineStore(OnlineStore):
         self._run("preparing tables", run)
         self._queries.clear()
 
+    def _ensure_newest(self, con: Any) -> None:
+        if self._newest_ready:
+            return
+        try:
+            con.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY, "
+                                "event_ts BIGINT NOT NULL)").format(self._newest_table()))
+        except psycopg.errors.UniqueViolation:  # another process created it at the same time
+            pass
+        self._newest_ready = True
+
     def teardown(self, views: Sequence[FeatureView]) -> None:
-        def run(con: Any) -> None:
-            for view in views:
-                con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(view)))
-        self._run("dropping tables", run)
+        self._run("dropping tables", lambda con: self._drop(con, views))
         self._queries.clear()
+
+    def _drop(self, con: Any, views: Sequence[FeatureView]) -> None:
+        for view in views:
+            con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(view)))
+            try:
+                with con.transaction():
+                    con.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(
+                        self._newest_table()), [self._name(view)])
+            except psycopg.errors.UndefinedTable:  # prepared by an older tiffin: nothing kept
+                pass
 
     # -- writes --------------------------------------------------------------------------
     def write(self, view: FeatureView, batch: pa.RecordBatch) -> None:
@@ -156,6 +181,7 @@ class PostgreSQLOnlineStore(OnlineStore):
                                                      updates=updates)
 
         def run(con: Any) -> None:
+            self._ensure_newest(con)  # (a schema prepared by an older tiffin lacks it)
             with con.transaction():
                 con.execute(sql.SQL("CREATE TEMP TABLE __stage (LIKE {}) ON COMMIT DROP")
                             .format(table))
@@ -164,7 +190,25 @@ class PostgreSQLOnlineStore(OnlineStore):
                     for row in zip(*columns):
                         copy.write_row(row)
                 con.execute(upsert)
+                # Last, so concurrent writers of the view hold this row's lock only briefly.
+                con.execute(sql.SQL(
+                    "INSERT INTO {n} AS n SELECT %s, max(__event_ts) FROM __stage "
+                    "ON CONFLICT (name) DO UPDATE SET event_ts = GREATEST(n.event_ts, "
+                    "EXCLUDED.event_ts)").format(n=self._newest_table()), [self._name(view)])
         self._run(f"writing {view.name!r}", run)
+
+    def newest_event_times(self, views: Sequence[FeatureView]) -> dict[str, int]:
+        by_table = {self._name(v): v.name for v in views}
+        if not by_table:
+            return {}
+
+        def run(con: Any) -> list[tuple]:
+            try:
+                return con.execute(sql.SQL("SELECT name, event_ts FROM {} WHERE name = ANY(%s)")
+                                   .format(self._newest_table()), [list(by_table)]).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []  # never prepared here
+        return {by_table[n]: ts for n, ts in self._run("reading event times", run)}
 
     # -- reads ---------------------------------------------------------------------------
     def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]

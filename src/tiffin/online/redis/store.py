@@ -6,6 +6,8 @@ Key layout: one string per (project, view, entity key)::
         -> msgpack [event time, [value 1, ..., value n], created time or -1, layout id]
     tiffin:<project>:<view>:#layouts      (a hash)
         layout id -> msgpack [[feature name, type name], ...]
+    tiffin:<project>:<view>:#newest       (a string)
+        the newest event time ever written for the view, in decimal (freshness)
 
 Values are positional, in the order of the view's features when the row was
 written; the layout id (a hash of those names and types) says which order. The
@@ -65,16 +67,21 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 _HEAD = struct.Struct(">BBq")  # fixarray of 4, int64 tag, event ts
 _TAIL = struct.Struct(">BqBQ")  # int64 tag, created ts (-1: unknown), uint64 tag, layout
 
-# KEYS: the rows' keys, then the view's #layouts hash. ARGV: ttl in ms (0: none), the
-# layout id and its description, then per row: event ts, created ts (-1 if unknown),
-# value. The layout is recorded in the same call, so no row exists without it. A
-# stored value that is not such a row (a hash from an older tiffin) is replaced.
+# KEYS: the rows' keys, then the view's #layouts hash and #newest string. ARGV: ttl in
+# ms (0: none), the layout id and its description, the chunk's newest event ts, then
+# per row: event ts, created ts (-1 if unknown), value. The layout and the newest
+# event time are recorded in the same call, so no row exists without them. A stored
+# value that is not such a row (a hash from an older tiffin) is replaced.
 _WRITE = """
-local n = #KEYS - 1
+local n = #KEYS - 2
 redis.call('HSET', KEYS[n + 1], ARGV[2], ARGV[3])
+local newest = tonumber(redis.call('GET', KEYS[n + 2]))
+if newest == nil or tonumber(ARGV[4]) > newest then
+  redis.call('SET', KEYS[n + 2], ARGV[4])
+end
 local ttl = tonumber(ARGV[1])
 for i = 1, n do
-  local at = 3 * i + 1
+  local at = 3 * i + 2
   local ts = tonumber(ARGV[at])
   local cr = tonumber(ARGV[at + 1])
   local cur = redis.pcall('GET', KEYS[i])
@@ -147,6 +154,7 @@ class _Codec:
         self.position = {name: i for i, name in enumerate(self.names)}
         self.decoders = {f.name: _decoder(f.dtype) for f in view.features}
         self.layouts_key = prefix + "#layouts"
+        self.newest_key = prefix + "#newest"
         keys = view.entity_columns
         if len(keys) == 1 and keys[0].dtype.name in ("Int32", "Int64"):
             int_prefix = prefix + "i"  # _key_part of an int, without a call per key
@@ -231,6 +239,13 @@ class RedisOnlineStore(OnlineStore):
                     self.client.unlink(*batch)
             self._call(f"dropping {view.name!r}", drop)
 
+    def newest_event_times(self, views: Sequence[FeatureView]) -> dict[str, int]:
+        if not views:
+            return {}
+        keys = [self._codec(v).newest_key for v in views]
+        found = self._call("reading event times", lambda: self.client.mget(keys))
+        return {v.name: int(t) for v, t in zip(views, found) if t is not None}
+
     def _ttl_ms(self, view: FeatureView) -> int:
         if self.config.key_ttl_seconds:
             return int(self.config.key_ttl_seconds * 1000)
@@ -256,14 +271,15 @@ class RedisOnlineStore(OnlineStore):
         chunk = 500
         for start in range(0, batch.num_rows, chunk):
             stop = min(start + chunk, batch.num_rows)
-            argv: list[Any] = [ttl, layout, codec.description]
+            argv: list[Any] = [ttl, layout, codec.description, max(ts[start:stop])]
             for i in range(start, stop):
                 created = -1 if cr[i] is None else cr[i]
                 argv += [ts[i], created,
                          _HEAD.pack(0x94, 0xD3, ts[i]) + pack([col[i] for col in values])
                          + _TAIL.pack(0xD3, created, 0xCF, layout)]
             self._call(f"writing {view.name!r}",
-                       lambda rkeys=[*keys[start:stop], codec.layouts_key], argv=argv:
+                       lambda rkeys=[*keys[start:stop], codec.layouts_key, codec.newest_key],
+                       argv=argv:
                        self._script(keys=rkeys, args=argv))
 
     def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]

@@ -3,6 +3,7 @@
 Layout: table ``<project>_<view>`` with the join-key columns as primary key,
 ``__event_ts`` and ``__created_ts`` (epoch microseconds) and a typed column per
 feature (arrays as JSON text). Reads are one indexed query per view.
+``__tiffin_newest`` keeps, per table, the newest event time ever written.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
 # and the table is listed in _NAN_TABLE: reads of other tables never look for it.
 _NAN = "NaN"
 _NAN_TABLE = "__tiffin_nan_tables"
+# Per table: the newest event time ever written to it (freshness, read without a scan).
+_NEWEST_TABLE = "__tiffin_newest"
 
 
 def _column_values(col: pa.Array | pa.ChunkedArray, dtype: FeastType | None) -> list[Any]:
@@ -138,11 +141,18 @@ class SQLiteOnlineStore(OnlineStore):
 
     def prepare(self, keep: Sequence[FeatureView], delete: Sequence[FeatureView]) -> None:
         con = self._con()
-        for view in delete:
-            con.execute(f"DROP TABLE IF EXISTS {_q(self.table(view))}")
+        self._drop(con, delete)
         for view in keep:
             self._ensure_table(con, view)
         self._read_sql.clear()
+
+    def _drop(self, con: sqlite3.Connection, views: Sequence[FeatureView]) -> None:
+        for view in views:
+            con.execute(f"DROP TABLE IF EXISTS {_q(self.table(view))}")
+            try:
+                con.execute(f"DELETE FROM {_NEWEST_TABLE} WHERE name = ?", (self.table(view),))
+            except sqlite3.OperationalError:  # nothing was ever written
+                pass
 
     def _ensure_table(self, con: sqlite3.Connection, view: FeatureView) -> None:
         table = self.table(view)
@@ -158,7 +168,7 @@ class SQLiteOnlineStore(OnlineStore):
                 # Keys or types changed: old rows cannot be read as the new view.
                 log.warning("online table %s changed keys or types; recreating it "
                             "(materialize again to fill it)", table)
-                con.execute(f"DROP TABLE {_q(table)}")
+                self._drop(con, [view])
                 existing = {}
             else:
                 for name, sql_type in wanted:
@@ -170,9 +180,7 @@ class SQLiteOnlineStore(OnlineStore):
                     f"PRIMARY KEY ({', '.join(_q(k) for k in keys)})) WITHOUT ROWID")
 
     def teardown(self, views: Sequence[FeatureView]) -> None:
-        con = self._con()
-        for view in views:
-            con.execute(f"DROP TABLE IF EXISTS {_q(self.table(view))}")
+        self._drop(self._con(), views)
         self._read_sql.clear()
 
     # -- writes --------------------------------------------------------------------------
@@ -197,10 +205,17 @@ class SQLiteOnlineStore(OnlineStore):
                  f"COALESCE(excluded.__created_ts, 0) >= COALESCE({table}.__created_ts, 0))")
         has_nan = any(_NAN in col for n, col in zip(names, columns)
                       if pa.types.is_floating(batch.schema.field(n).type))
+        newest = pc.max(batch.column("__event_ts")).cast(pa.int64()).as_py()
         con = self._con()
         try:
             con.execute("BEGIN IMMEDIATE")
             con.executemany(sql, zip(*columns))
+            if newest is not None:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {_NEWEST_TABLE} "
+                            "(name TEXT PRIMARY KEY, event_ts INTEGER NOT NULL) WITHOUT ROWID")
+                con.execute(f"INSERT INTO {_NEWEST_TABLE} VALUES (?, ?) ON CONFLICT (name) "
+                            "DO UPDATE SET event_ts = max(event_ts, excluded.event_ts)",
+                            (self.table(view), newest))
             if has_nan:
                 con.execute(f"CREATE TABLE IF NOT EXISTS {_NAN_TABLE} "
                             "(name TEXT PRIMARY KEY) WITHOUT ROWID")
@@ -213,6 +228,21 @@ class SQLiteOnlineStore(OnlineStore):
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise BackendError(f"writing {view.name!r} to SQLite {self.path} failed: {e}") from e
+
+    def newest_event_times(self, views: Sequence[FeatureView]) -> dict[str, int]:
+        by_table = {self.table(v): v.name for v in views}
+        if not by_table:
+            return {}
+        try:
+            rows = self._con().execute(
+                f"SELECT name, event_ts FROM {_NEWEST_TABLE} WHERE name IN "
+                f"({', '.join('?' * len(by_table))})", list(by_table)).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return {}  # nothing was ever written here
+            raise BackendError(f"reading event times from SQLite {self.path} failed: {e}"
+                               ) from e
+        return {by_table[name]: ts for name, ts in rows}
 
     def _nan_tables(self) -> frozenset[str]:
         """Tables holding a NaN; re-read only when another connection has committed."""
