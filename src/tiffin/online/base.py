@@ -36,8 +36,15 @@ def python_values(col: pa.Array | pa.ChunkedArray) -> list[object]:
 # One entry per key asked for, in the same order: a flat row (event timestamp in epoch
 # microseconds, then the feature values in the order requested), or, for a key without
 # a row, None or a row whose event timestamp is None. Aligned rows let the reader turn
-# a store's answer into columns in one C-level pass, with no lookup per key.
+# a store's answer into columns in one C-level pass, with no lookup per key. A store
+# that decodes (event time, values) pairs returns them as a PairRows instead.
 Rows = Sequence[Sequence[Any] | None]
+
+
+class PairRows(list):
+    """Rows a store decoded as ``(event time, values, ...)`` (only items 0 and 1 are
+    read; None for a key without a row), returned as decoded instead of being flattened
+    row by row: the reader takes their columns in C-level passes (Redis)."""
 
 
 class OnlineStore(ABC):

@@ -12,15 +12,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
 
 from tiffin.errors import EntityDataFrameError, EntityValueError, RequestError
 from tiffin.features import FeaturePlan
-from tiffin.online.base import OnlineStore, Rows
+from tiffin.online.base import OnlineStore, PairRows, Rows
 from tiffin.types import FeastType, from_micros
 
+_TIME, _VALUES = itemgetter(0), itemgetter(1)  # of a PairRows row
 MAX_KEYS_PER_READ = 1000  # keeps each store query's parameter list bounded
 
 
@@ -292,21 +294,23 @@ def _finish(plan: FeaturePlan, entity_rows: Any, cols: dict[str, list[Any]], n: 
             now_us: int, per_view: list[tuple], results: list[Rows]) -> OnlineResponse:
     by_output: dict[str, tuple[list[Any], tuple[list[int | None], int | None], FeastType]] = {}
     for where, first, last, ttl_us, outputs, n_names in per_view:
-        if last - first == 1:
-            rows = results[first]
-        else:
-            rows = [row for part in results[first:last] for row in part]
-        absent = (None,) * (n_names + 1)
+        parts = results[first:last]
+        pairs = bool(parts) and isinstance(parts[0], PairRows)
+        rows: Any = parts[0] if len(parts) == 1 else [row for part in parts for row in part]
+        absent = (None, (None,) * n_names) if pairs else (None,) * (n_names + 1)
         if where is not None:  # null keys were not read: they have no row
-            full: list[Any] = [absent] * n
+            full: list[Any] = [None] * n
             for i, row in zip(where, rows):
                 full[i] = row
             rows = full
         if None in rows:
             rows = [absent if r is None else r for r in rows]
-        # Rows -> columns in one C-level pass: the event times, then each feature.
-        columns = list(zip(*rows)) if rows else [()] * (n_names + 1)
-        times = list(columns[0])
+        # Rows -> columns in C-level passes: the event times, then each feature.
+        if pairs:
+            times = list(map(_TIME, rows))
+        else:
+            columns = list(zip(*rows)) if rows else [()] * (n_names + 1)
+            times = list(columns[0])
         cutoff = now_us - ttl_us if ttl_us else None
         if cutoff is not None:
             found = [t for t in times if t is not None] if None in times else times
@@ -314,11 +318,17 @@ def _finish(plan: FeaturePlan, entity_rows: Any, cols: dict[str, list[Any]], n: 
                 cutoff = None  # no row is too old: for this answer, as if there were no ttl
             else:
                 # Values of rows older than the ttl read as absent.
-                columns = list(zip(*[absent if t is not None and t < cutoff else r
-                                     for t, r in zip(times, rows)]))
+                rows = [absent if t is not None and t < cutoff else r
+                        for t, r in zip(times, rows)]
+                if not pairs:
+                    columns = list(zip(*rows))
+        if pairs:
+            features = list(zip(*map(_VALUES, rows))) if rows else [()] * n_names
+        else:
+            features = columns[1:]
         stamps = (times, cutoff)
-        for i, (out, dtype) in enumerate(outputs, 1):
-            by_output[out] = (list(columns[i]), stamps, dtype)
+        for (out, dtype), column in zip(outputs, features):
+            by_output[out] = (list(column), stamps, dtype)
     if plan.odfvs:
         from tiffin.transform import on_demand_online
         request, n = entity_columns(entity_rows, plan.request_fields, what="request field")

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView
 from tiffin.errors import BackendError, MissingDependencyError, StoreUnavailableError
-from tiffin.online.base import OnlineStore, Rows, python_values
+from tiffin.online.base import OnlineStore, PairRows, Rows, python_values
 from tiffin.online.redis.config import RedisOnlineStoreConfig
 from tiffin.types import Array, FeastType, from_micros
 
@@ -120,11 +120,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
     """How a stored value becomes the user's value (None: msgpack already gives it)."""
-    if isinstance(dtype, Array):
+    if isinstance(dtype, Array):  # decoded as a tuple (use_list=False): users get lists
         if dtype.base_type.name == "UnixTimestamp":
             return lambda v: None if v is None else [None if x is None else from_micros(x)
                                                      for x in v]
-        return None
+        return lambda v: None if v is None else list(v)
     if dtype.name == "UnixTimestamp":
         return lambda v: None if v is None else from_micros(v)
     return None
@@ -315,8 +315,9 @@ class RedisOnlineStore(OnlineStore):
         # One C-level decode for the whole request: the stored values are msgpack
         # documents, so their concatenation behind an array header is one document.
         try:
+            # Tuples, not lists: cheaper to build, and nothing downstream changes them.
             rows = msgpack.unpackb(_array_header(len(stored)) + b"".join(
-                [_NIL if v is None else v for v in stored]))
+                [_NIL if v is None else v for v in stored]), use_list=False)
             return self._rows(reads, rows)
         except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as e:
             # Checked by failing, not row by row: a stored value of another shape breaks
@@ -337,46 +338,47 @@ class RedisOnlineStore(OnlineStore):
             layouts = set(map(_LAYOUT, filter(None, mine)))  # C-level passes
             if not layouts or layouts == {codec.layout}:
                 pick = codec.picker(features)
-                # A stored row is [event time, [values], ...]: flattened to the reader's rows.
+                # A stored row is (event time, values, ...), the reader's PairRows row as
+                # it is when the whole view is read.
                 if pick is None:
-                    found: list = [None if r is None else (r[0], *r[1]) for r in mine]
+                    found = PairRows(mine)
                 else:
-                    found = [None if r is None else (r[0], *pick(r[1])) for r in mine]
+                    found = PairRows([None if r is None else (r[0], pick(r[1])) for r in mine])
             else:
                 found = self._read_mixed(codec, mine, features)
-            todo = [(i, d) for i, f in enumerate(features, 1)
+            todo = [(i, d) for i, f in enumerate(features)
                     if (d := codec.decoders[f]) is not None]
             if todo:
                 for j, hit in enumerate(found):
                     if hit is None:
                         continue
-                    fixed = list(hit)
+                    fixed = list(hit[1])
                     for i, decode in todo:
                         if fixed[i] is not None:
                             fixed[i] = decode(fixed[i])
-                    found[j] = fixed
+                    found[j] = (hit[0], fixed)
             out.append(found)
         return out
 
-    def _read_mixed(self, codec: _Codec, rows: list, features: Sequence[str]) -> list:
+    def _read_mixed(self, codec: _Codec, rows: list, features: Sequence[str]) -> PairRows:
         """Rows of several layouts (the view changed since some were written): by name."""
-        found: list = []
+        found = PairRows()
         for row in rows:
             if row is None:
                 found.append(None)
                 continue
             if row[3] == codec.layout:
                 pick = codec.picker(features)
-                found.append((row[0], *(row[1] if pick is None else pick(row[1]))))
+                found.append((row[0], row[1] if pick is None else pick(row[1])))
                 continue
             old = self._layout(codec, row[3])
-            values = [row[0]]
+            values = []
             for name in features:
                 pos = old.get(name)
                 # A feature the row predates, or whose type changed, reads as null.
                 values.append(row[1][pos[0]] if pos is not None
                               and pos[1] == codec.types[codec.position[name]] else None)
-            found.append(values)
+            found.append((row[0], values))
         return found
 
     def _layout(self, codec: _Codec, layout: int) -> dict[str, tuple[int, str]]:
