@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -313,6 +314,8 @@ def test_workers_share_connections_evenly_and_are_restarted(tmp_path):
                 assert 'tiffin_requests_total{endpoint="/get-online-features",status="200"}' \
                        ' 8.0' in m
             assert per_worker() == [5, 5]
+        metrics_dir = workers()[0].environ()["PROMETHEUS_MULTIPROC_DIR"]
+        assert os.path.isdir(metrics_dir)
         for c in conns[:4]:
             c.close()
         time.sleep(0.5)
@@ -334,6 +337,7 @@ def test_workers_share_connections_evenly_and_are_restarted(tmp_path):
         proc.stderr.close()
     gone, alive = psutil.wait_procs(last, timeout=15)
     assert not alive, "workers outlived the server"
+    assert not os.path.exists(metrics_dir), "the metrics directory outlived the server"
 
 
 def _healthy(port: int) -> bool:

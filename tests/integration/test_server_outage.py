@@ -71,8 +71,14 @@ def test_outage_gives_fast_503_then_recovers(tmp_path):
                 assert r.json()["error"]["type"] == "StoreUnavailableError"
                 assert time.monotonic() - started < 3  # fails fast, no hanging requests
             assert client.get("/health").status_code == 503
+            # A scrape still answers, and says the store did not.
+            scraped = client.get("/metrics")
+            assert scraped.status_code == 200
+            assert "tiffin_online_store_up 0.0" in scraped.text
+            assert "tiffin_feature_freshness_seconds{" not in scraped.text
             redis_proc = _start(port, tmp_path)  # back, empty (no persistence)
             assert client.get("/health").status_code == 200
+            assert "tiffin_online_store_up 1.0" in client.get("/metrics").text
             r = client.post("/get-online-features", json=body)
             assert r.status_code == 200 and r.json()["results"][1]["statuses"] == ["NOT_FOUND"]
             r = client.post("/materialize", json={"start_ts": (NOW - timedelta(days=1))

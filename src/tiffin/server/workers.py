@@ -114,6 +114,16 @@ def run(host: str, port: int, workers: int, **options: Any) -> None:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_metrics_dir = tempfile.mkdtemp(prefix="tiffin-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
+    try:
+        _supervise(listener, workers, options)
+    finally:
+        if own_metrics_dir is not None:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _supervise(listener: socket.socket, workers: int, options: dict[str, Any]) -> None:
+    """Start the workers, deal them connections until SIGINT/SIGTERM, then stop them."""
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -130,13 +140,15 @@ def run(host: str, port: int, workers: int, **options: Any) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    procs = [start() for _ in range(workers)]
-    open_conns = [0] * workers
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ, -1)
-    for i, (_, chan) in enumerate(procs):
-        sel.register(chan, selectors.EVENT_READ, i)
+    procs: list[tuple[Any, socket.socket]] = []
     try:
+        for _ in range(workers):  # (in the try: a failed start stops those started)
+            procs.append(start())
+        open_conns = [0] * workers
+        sel = selectors.DefaultSelector()
+        sel.register(listener, selectors.EVENT_READ, -1)
+        for i, (_, chan) in enumerate(procs):
+            sel.register(chan, selectors.EVENT_READ, i)
         while not stopping:
             for key, _ in sel.select(timeout=0.5):
                 if key.data >= 0:  # a worker reports closed connections, one byte each
@@ -171,7 +183,7 @@ def run(host: str, port: int, workers: int, **options: Any) -> None:
                     open_conns[i] = 0
                     sel.register(procs[i][1], selectors.EVENT_READ, i)
     finally:
-        listener.close()
+        listener.close()  # first: no new connections while the workers stop
         for p, chan in procs:
             chan.close()
             if p.is_alive():
@@ -181,5 +193,3 @@ def run(host: str, port: int, workers: int, **options: Any) -> None:
             p.join(max(0.1, deadline - time.monotonic()))
             if p.is_alive():
                 p.kill()
-        if own_metrics_dir is not None:
-            shutil.rmtree(own_metrics_dir, ignore_errors=True)

@@ -285,8 +285,9 @@ def test_newest_event_time_is_kept_per_view_across_writers_and_teardown(world):
     online = world.store.online_store
     views = [world.view(n) for n in ("driver_stats", "customer_stats", "pair_stats")]
     assert online.newest_event_times(views) == {}
-    world.write("driver_stats", [{"driver_id": k, "__event_ts": NOW - timedelta(minutes=k)}
-                                 for k in range(3)])
+    # The newest row sits mid-batch, past the first 500 (Redis writes in chunks of 500).
+    world.write("driver_stats", [{"driver_id": k, "__event_ts": NOW - timedelta(
+        minutes=0 if k == 700 else 1 + k % 50)} for k in range(1200)])
     world.write("driver_stats", [{"driver_id": 9, "__event_ts": NOW - timedelta(hours=5)}])
     assert online.newest_event_times(views) == {"driver_stats": _micros(NOW)}
     other = FeatureStore(repo_path=world.tmp, config=world.config)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView
@@ -179,6 +180,7 @@ class PostgreSQLOnlineStore(OnlineStore):
             "{t}.__event_ts AND COALESCE(EXCLUDED.__created_ts, 0) >= "
             "COALESCE({t}.__created_ts, 0))").format(t=table, cols=ident, keys=key_ids,
                                                      updates=updates)
+        newest = pc.max(batch.column("__event_ts")).cast(pa.int64()).as_py()
 
         def run(con: Any) -> None:
             self._ensure_newest(con)  # (a schema prepared by an older tiffin lacks it)
@@ -190,11 +192,18 @@ class PostgreSQLOnlineStore(OnlineStore):
                     for row in zip(*columns):
                         copy.write_row(row)
                 con.execute(upsert)
-                # Last, so concurrent writers of the view hold this row's lock only briefly.
+            if newest is None:
+                return
+            # After the rows' commit, in a transaction of its own that does not wait for
+            # its WAL flush: concurrent writers of one view queue on this one row only
+            # for a statement, not for a commit each. Lost in a crash, freshness reads
+            # older than the data, never newer.
+            with con.transaction():
+                con.execute("SET LOCAL synchronous_commit = off")
                 con.execute(sql.SQL(
-                    "INSERT INTO {n} AS n SELECT %s, max(__event_ts) FROM __stage "
-                    "ON CONFLICT (name) DO UPDATE SET event_ts = GREATEST(n.event_ts, "
-                    "EXCLUDED.event_ts)").format(n=self._newest_table()), [self._name(view)])
+                    "INSERT INTO {n} AS n VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
+                    "SET event_ts = GREATEST(n.event_ts, EXCLUDED.event_ts)").format(
+                    n=self._newest_table()), [self._name(view), newest])
         self._run(f"writing {view.name!r}", run)
 
     def newest_event_times(self, views: Sequence[FeatureView]) -> dict[str, int]:

@@ -151,8 +151,10 @@ class SQLiteOnlineStore(OnlineStore):
             con.execute(f"DROP TABLE IF EXISTS {_q(self.table(view))}")
             try:
                 con.execute(f"DELETE FROM {_NEWEST_TABLE} WHERE name = ?", (self.table(view),))
-            except sqlite3.OperationalError:  # nothing was ever written
-                pass
+            except sqlite3.OperationalError as e:
+                if "no such table" not in str(e):  # (none: nothing was ever written)
+                    raise BackendError(f"dropping {view.name!r} from SQLite {self.path} "
+                                       f"failed: {e}") from e
 
     def _ensure_table(self, con: sqlite3.Connection, view: FeatureView) -> None:
         table = self.table(view)
