@@ -329,6 +329,34 @@ def test_adding_a_feature_keeps_existing_rows(world, online_backend):
     assert resp.statuses == {"spend": [P], "visits": [NV]}
 
 
+def test_rows_from_before_and_after_a_new_array_feature_read_together(world):
+    # One answer mixes a row written before the view gained a feature (it reads null)
+    # and one written after (its array comes back as a list).
+    import pyarrow.parquet as pq
+
+    from tiffin import Field
+    from tiffin.types import Array, Int64
+    world.write("customer_stats", [{"customer_id": "old", "__event_ts": NOW, "spend": 1.0,
+                                    "tier": "a"}])
+    pq_path = world.tmp / "customers.parquet"
+    schema = pq.read_schema(pq_path).append(pa.field("tags", pa.list_(pa.int64())))
+    pq.write_table(schema.empty_table(), pq_path)
+    view = world.customer_stats
+    view.schema = list(view.schema) + [Field(name="tags", dtype=Array(Int64))]
+    world.store.apply([view])
+    world.write("customer_stats", [{"customer_id": "new", "__event_ts": NOW, "spend": 2.0,
+                                    "tier": "b", "tags": [1, 2]}])
+    feats = ["customer_stats:tags", "customer_stats:spend", "customer_stats:tier"]
+    for features in (feats, feats[:1]):
+        resp = world.read(features, [{"customer_id": "new"}, {"customer_id": "old"},
+                                     {"customer_id": "none"}])
+        got = resp.to_dict()
+        assert got["tags"] == [[1, 2], None, None] and type(got["tags"][0]) is list
+        assert resp.statuses["tags"] == [P, NV, NF]
+        if len(features) > 1:
+            assert got["spend"] == [2.0, 1.0, None] and got["tier"] == ["b", "a", None]
+
+
 def test_concurrent_readers_never_see_time_go_backwards(world):
     errors: list[BaseException] = []
     stop = threading.Event()
