@@ -79,7 +79,7 @@ class OnlineStore(ABC):
         """View name -> the newest event time (epoch microseconds) ever written for it,
         by any process; views never written (or torn down since) are left out.
 
-        Recorded by ``write`` in the same transaction (or script) as the rows, so
+        Recorded by ``write`` with the rows (never before they are visible), so
         reading it costs one lookup per view, never a scan of the rows.
         """
 
