@@ -33,6 +33,12 @@ def python_values(col: pa.Array | pa.ChunkedArray) -> list[object]:
     return col.to_pylist()
 
 
+def newest_event_us(batch: pa.RecordBatch) -> int | None:
+    """The batch's newest event time in epoch microseconds (None for no rows), which a
+    store records for ``newest_event_times``."""
+    return pc.max(batch.column("__event_ts")).cast(pa.int64()).as_py()
+
+
 # One entry per key asked for, in the same order: a flat row (event timestamp in epoch
 # microseconds, then the feature values in the order requested), or, for a key without
 # a row, None or a row whose event timestamp is None. Aligned rows let the reader turn

@@ -195,7 +195,7 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
     # Requests use the cached snapshot; only the background thread refreshes it.
     store.registry.cache_ttl_seconds = 0
     store.refresh_registry()
-    metrics = Metrics(store.project, store)
+    metrics = Metrics(store)
     refresher = _RegistryRefresher(store, registry_ttl_seconds)
 
     @asynccontextmanager

@@ -67,8 +67,7 @@ class _Freshness:
 
 
 class Metrics:
-    def __init__(self, project: str, store: Any):
-        self.project = project
+    def __init__(self, store: Any):
         self.registry = CollectorRegistry()
         self.requests = Counter("tiffin_requests_total", "Requests by endpoint and status",
                                 ["endpoint", "status"], registry=self.registry)

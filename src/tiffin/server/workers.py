@@ -30,6 +30,8 @@ import time
 from functools import partial
 from typing import Any
 
+from tiffin.server.metrics import MULTIPROC_ENV
+
 
 def _worker(channel: socket.socket, options: dict[str, Any]) -> None:
     import uvicorn
@@ -111,14 +113,14 @@ def run(host: str, port: int, workers: int, **options: Any) -> None:
     # Set before the workers start (spawned, so they inherit it) and import
     # prometheus_client, which picks its value storage once, at import.
     own_metrics_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not os.environ.get(MULTIPROC_ENV):
         own_metrics_dir = tempfile.mkdtemp(prefix="tiffin-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
+        os.environ[MULTIPROC_ENV] = own_metrics_dir
     try:
         _supervise(listener, workers, options)
     finally:
         if own_metrics_dir is not None:
-            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            del os.environ[MULTIPROC_ENV]
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
 
 

@@ -15,12 +15,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView
 from tiffin.errors import BackendError, MissingDependencyError, StoreUnavailableError
-from tiffin.online.base import OnlineStore, Rows, python_values
+from tiffin.online.base import OnlineStore, Rows, newest_event_us, python_values
 from tiffin.online.postgres.config import PostgreSQLOnlineStoreConfig
 from tiffin.types import Array, FeastType, from_micros
 
@@ -180,7 +179,7 @@ class PostgreSQLOnlineStore(OnlineStore):
             "{t}.__event_ts AND COALESCE(EXCLUDED.__created_ts, 0) >= "
             "COALESCE({t}.__created_ts, 0))").format(t=table, cols=ident, keys=key_ids,
                                                      updates=updates)
-        newest = pc.max(batch.column("__event_ts")).cast(pa.int64()).as_py()
+        newest = newest_event_us(batch)
 
         def run(con: Any) -> None:
             self._ensure_newest(con)  # (a schema prepared by an older tiffin lacks it)

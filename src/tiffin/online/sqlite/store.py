@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from tiffin.config import RepoConfig
 from tiffin.definitions import FeatureView, Field
 from tiffin.errors import BackendError, StoreUnavailableError
-from tiffin.online.base import OnlineStore, Rows, python_values
+from tiffin.online.base import OnlineStore, Rows, newest_event_us, python_values
 from tiffin.online.sqlite.config import SQLiteOnlineStoreConfig
 from tiffin.types import Array, FeastType, from_micros
 
@@ -207,7 +207,7 @@ class SQLiteOnlineStore(OnlineStore):
                  f"COALESCE(excluded.__created_ts, 0) >= COALESCE({table}.__created_ts, 0))")
         has_nan = any(_NAN in col for n, col in zip(names, columns)
                       if pa.types.is_floating(batch.schema.field(n).type))
-        newest = pc.max(batch.column("__event_ts")).cast(pa.int64()).as_py()
+        newest = newest_event_us(batch)
         con = self._con()
         try:
             con.execute("BEGIN IMMEDIATE")
