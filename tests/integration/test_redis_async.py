@@ -44,6 +44,54 @@ def test_concurrent_commands_get_their_own_replies_in_order():
     asyncio.run(main())
 
 
+def _reads_counter():
+    import redis
+    host, port = REDIS.split(",")[0].split(":")
+    client = redis.Redis(host=host, port=int(port))
+    client.ping()  # connected now: each call below is one read of Redis's
+    return lambda: client.info("stats")["total_reads_processed"]
+
+
+def test_commands_of_one_loop_turn_reach_redis_in_one_read():
+    # Auto-pipelining: 50 commands issued before the loop turns are one write, so Redis
+    # reads them at once (its own count of reads says so), and each still gets its reply.
+    r = reader()
+
+    async def main():
+        await r.execute(cmd("PING"))  # connected first: setup commands are not counted
+        reads_processed = _reads_counter()
+        before = reads_processed()
+        replies = await asyncio.gather(*(r.execute(cmd("ECHO", str(i))) for i in range(50)))
+        after = reads_processed()
+        assert replies == [str(i).encode() for i in range(50)]
+        # One read for the batch, one for the second INFO call (50 if unbatched); a
+        # little slack for a write that Redis happens to read in two parts.
+        assert after - before <= 4, after - before
+        # Commands issued in different turns still go out (each turn flushes its own).
+        assert await r.execute(cmd("ECHO", "a")) == b"a"
+        assert await r.execute(cmd("ECHO", "b")) == b"b"
+
+    asyncio.run(main())
+
+
+def test_a_connection_lost_before_its_turn_ends_fails_the_unsent_commands():
+    r = reader()
+
+    async def main():
+        await r.execute(cmd("PING"))
+        proto = r._local.proto
+        pending = [asyncio.ensure_future(r.execute(cmd("ECHO", str(i)))) for i in range(3)]
+        await asyncio.sleep(0)  # the commands are queued, not yet written
+        proto.fail(StoreUnavailableError("gone"))
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(e, StoreUnavailableError) for e in results), results
+        assert proto.unsent == []
+        # The next command opens a new connection.
+        assert await r.execute(cmd("ECHO", "again")) == b"again"
+
+    asyncio.run(main())
+
+
 def test_a_cancelled_caller_does_not_shift_later_replies():
     r = reader()
 

@@ -100,6 +100,8 @@ def _worker(channel: socket.socket, options: dict[str, Any]) -> None:
 
 def run(host: str, port: int, workers: int, **options: Any) -> None:
     """Serve with ``workers`` processes; ``options`` go to ``uvicorn.Config``."""
+    from tiffin.server.protocol import HTTPProtocol
+    options.setdefault("http", HTTPProtocol)  # one send per response (see its module)
     if workers <= 1:
         import uvicorn
         uvicorn.run("tiffin.server.app:app_from_env", factory=True, host=host, port=port,
