@@ -570,7 +570,9 @@ def main() -> int:
     ap.add_argument("--online-calls-1", type=int, default=3000)
     ap.add_argument("--online-calls-100", type=int, default=500)
     ap.add_argument("--online-warmup", type=int, default=200)
-    ap.add_argument("--serve-duration", type=float, default=30, help="seconds of wrk per request shape")
+    ap.add_argument("--serve-duration", type=float, default=20, help="seconds of wrk per window")
+    ap.add_argument("--serve-repeats", type=int, default=3,
+                    help="wrk windows per server and request shape, in turn with the other side's")
     ap.add_argument("--serve-stores", default="sqlite,redis")
     ap.add_argument("--serve-workers", type=int, default=2)
     ap.add_argument("--soak", type=float, default=600, help="seconds of tiffin server soak (0: none)")
@@ -705,7 +707,8 @@ def main() -> int:
         import serve
 
         print(
-            f"[{datetime.now():%H:%M:%S}] feature servers (wrk, {a.serve_duration:.0f} s per shape)",
+            f"[{datetime.now():%H:%M:%S}] feature servers (wrk, {a.serve_repeats} windows of "
+            f"{a.serve_duration:.0f} s per server and shape)",
             flush=True,
         )
         report["serve"] = serve.run(
@@ -720,6 +723,7 @@ def main() -> int:
             a.soak,
             a.serve_workers,
             a.wait_idle,
+            a.serve_repeats,
         )
         extra_md += "\n## Feature server\n\n" + serve.render_md(report["serve"])
     if "backends" in phases:
