@@ -56,10 +56,15 @@ def run(coro_fn):
     return asyncio.run(coro_fn())
 
 
+def wrapped() -> tuple[Recorder, _OneSend]:
+    """A recorder and the _OneSend in front of it (inside a running loop)."""
+    t = Recorder()
+    return t, _OneSend(t, asyncio.get_running_loop())
+
+
 def test_a_head_and_the_body_after_it_leave_in_one_call():
     async def main():
-        t = Recorder()
-        w = _OneSend(t, asyncio.get_running_loop())
+        t, w = wrapped()
         w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
         assert t.calls == []  # held for its body
         assert w.get_write_buffer_size() == 38
@@ -73,8 +78,7 @@ def test_a_head_and_the_body_after_it_leave_in_one_call():
 
 def test_a_lone_write_leaves_at_the_end_of_the_loop_turn():
     async def main():
-        t = Recorder()
-        w = _OneSend(t, asyncio.get_running_loop())
+        t, w = wrapped()
         w.write(b"chunk")
         w.write(b"")  # empty writes change nothing
         assert t.calls == []
@@ -86,13 +90,11 @@ def test_a_lone_write_leaves_at_the_end_of_the_loop_turn():
 
 def test_close_sends_what_is_held_first_and_abort_drops_it():
     async def main():
-        t = Recorder()
-        w = _OneSend(t, asyncio.get_running_loop())
+        t, w = wrapped()
         w.write(b"last words")
         w.close()
         assert t.calls == [("write", b"last words"), ("close", b"")]
-        t2 = Recorder()
-        w2 = _OneSend(t2, asyncio.get_running_loop())
+        t2, w2 = wrapped()
         w2.write(b"never sent")
         w2.abort()
         await asyncio.sleep(0)
@@ -103,8 +105,7 @@ def test_close_sends_what_is_held_first_and_abort_drops_it():
 
 def test_writelines_keeps_the_order_and_a_closed_transport_gets_nothing_late():
     async def main():
-        t = Recorder()
-        w = _OneSend(t, asyncio.get_running_loop())
+        t, w = wrapped()
         w.write(b"a")
         w.writelines([b"b", b"c"])
         assert t.calls == [("writelines", b"abc")]
@@ -119,8 +120,7 @@ def test_writelines_keeps_the_order_and_a_closed_transport_gets_nothing_late():
 
 def test_a_mutable_buffer_is_copied_when_held():
     async def main():
-        t = Recorder()
-        w = _OneSend(t, asyncio.get_running_loop())
+        t, w = wrapped()
         buf = bytearray(b"abc")
         w.write(buf)
         buf[:] = b"xyz"
