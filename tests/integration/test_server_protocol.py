@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("uvicorn")
 import uvicorn  # noqa: E402
+from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
 from tiffin.server.protocol import HTTPProtocol, _OneSend  # noqa: E402
 
@@ -158,11 +159,19 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": payload})
 
 
-@pytest.fixture(scope="module")
-def server():
+class H11OneSend(H11Protocol):
+    """The same wrapper over uvicorn's pure-Python protocol (its fallback without
+    httptools), so both of AutoHTTPProtocol's choices are covered."""
+
+    def connection_made(self, transport):
+        super().connection_made(_OneSend(transport, self.loop))
+
+
+@pytest.fixture(scope="module", params=[HTTPProtocol, H11OneSend], ids=["auto", "h11"])
+def server(request):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, http=HTTPProtocol, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, http=request.param, log_level="warning", lifespan="off")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
