@@ -43,6 +43,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -464,15 +465,11 @@ def measure_store(sides, pythons, envs, repos, store, workers, duration, repeats
 
 
 def median_window(windows: list[dict]) -> dict:
-    """Each figure's median over the windows (errors: their sum), and the p99 range."""
-    def median(xs: list[float]) -> float:
-        xs = sorted(xs)
-        mid = len(xs) // 2
-        return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
-
+    """Each figure's median over the windows (errors: their sum), and every window's p99
+    and requests/s."""
     out: dict = {"windows": len(windows)}
     for key in ("requests_per_second", "p50_ms", "p75_ms", "p90_ms", "p99_ms", "max_ms"):
-        out[key] = median([w[key] for w in windows])
+        out[key] = statistics.median(w[key] for w in windows)
     for key in ("requests", "non_2xx", "socket_errors", "errors"):
         out[key] = sum(w[key] for w in windows)
     out["p99_ms_each"] = [w["p99_ms"] for w in windows]
