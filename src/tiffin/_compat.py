@@ -34,12 +34,12 @@ ALIASES = {
 }
 # Feast keeps SparkSource under contrib/.
 ALIASES["tiffin.infra.offline_stores.contrib.spark_offline_store.spark_source"] = \
-    "tiffin.definitions.sources"
+    "tiffin.offline.spark.source"
 _PARENTS = {"tiffin.infra", "tiffin.infra.offline_stores", "tiffin.infra.offline_stores.contrib",
             "tiffin.infra.offline_stores.contrib.spark_offline_store"}
 # ... and PostgreSQLSource (postgres_source) beside its store's config (postgres).
 _PG = "tiffin.infra.offline_stores.contrib.postgres_offline_store"
-ALIASES[f"{_PG}.postgres_source"] = "tiffin.definitions.sources"
+ALIASES[f"{_PG}.postgres_source"] = "tiffin.offline.postgres.source"
 ALIASES[f"{_PG}.postgres"] = "tiffin.offline.postgres.config"
 _PARENTS.add(_PG)
 

@@ -20,7 +20,7 @@ import warnings
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import (
@@ -57,9 +57,11 @@ def expand_env(value: Any, where: str = "") -> Any:
 
 
 def check_keys(data: dict[str, Any], model: type[BaseModel], where: str,
-               feast_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Reject unknown keys with a did-you-mean; drop Feast-only keys with a warning."""
-    known = set(model.model_fields)
+               feast_keys: frozenset[str] = frozenset(),
+               extra: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Reject unknown keys with a did-you-mean; drop Feast-only keys with a warning.
+    ``extra``: keys a plugin declared on top of the model's own."""
+    known = set(model.model_fields) | extra
     out = {}
     for key, value in data.items():
         if key in known:
@@ -117,16 +119,47 @@ GROUPS = {"online_store": "tiffin.online_stores", "offline_store": "tiffin.offli
           "batch_engine": "tiffin.engines"}
 
 
-@cache
-def backends(group: str) -> dict[str, type[BackendConfig]]:
-    """``type`` name -> config class, from installed entry points (aliases included)."""
-    found: dict[str, type[BackendConfig]] = {}
+def _entry_points(group: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """(name -> loaded object, name -> why it failed to load) for one entry-point group.
+
+    A plugin that fails to import breaks only the repositories that name it: its error is
+    kept and raised when it is asked for, not when another backend is.
+    """
+    loaded: dict[str, Any] = {}
+    broken: dict[str, str] = {}
     for ep in entry_points(group=group):
-        cls = ep.load()
-        found[ep.name] = cls
+        try:
+            loaded[ep.name] = ep.load()
+        except Exception as e:  # a third-party plugin may fail in any way on import
+            dist = getattr(ep, "dist", None)
+            where = f" (from {dist.name})" if dist is not None else ""
+            broken[ep.name] = f"{ep.value}{where} failed to import: {type(e).__name__}: {e}"
+    return loaded, broken
+
+
+def plugin_load_error(group: str, name: str, broken: dict[str, str]) -> ConfigError:
+    return ConfigError(f"the {group} plugin {name!r} is installed but unusable: {broken[name]}",
+                       hint="reinstall the package that provides it, or uninstall it")
+
+
+@cache
+def _backends(group: str) -> tuple[dict[str, type[BackendConfig]], dict[str, str]]:
+    loaded, broken = _entry_points(group)
+    found: dict[str, type[BackendConfig]] = {}
+    for name, cls in loaded.items():
+        if not (isinstance(cls, type) and issubclass(cls, BackendConfig)):
+            broken[name] = f"{cls!r} is not a tiffin.config.BackendConfig subclass"
+            continue
+        found[name] = cls
         for alias in cls.aliases:
             found.setdefault(alias, cls)
-    if not found:
+    return found, broken
+
+
+def backends(group: str) -> dict[str, type[BackendConfig]]:
+    """``type`` name -> config class, from installed entry points (aliases included)."""
+    found, broken = _backends(group)
+    if not found and not broken:
         raise ConfigError(f"no backends registered for {group}",
                           hint="install tiffin as a package: pip install -e .")
     return found
@@ -145,6 +178,9 @@ def parse_backend(section: str, value: Any, default_type: str) -> BackendConfig 
     value = dict(value)
     type_name = str(value.get("type", default_type))
     registered = backends(group)
+    broken = _backends(group)[1]
+    if type_name in broken:
+        raise plugin_load_error(group, type_name, broken)
     if type_name not in registered:
         hint = did_you_mean(type_name, registered) or \
             f"installed: {', '.join(sorted(registered))} (others come with extras, e.g. " \
@@ -168,9 +204,9 @@ def _format_validation(e: ValidationError, prefix: str) -> str:
 
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
-# Schemes that mean a database, not a file: `registry_type: sql` was probably forgotten.
-SQL_SCHEMES = ("postgresql", "postgres", "sqlite", "mysql", "mariadb", "mssql", "oracle")
-REGISTRY_TYPES = ("file", "sql")
+REGISTRY_GROUP = "tiffin.registry_stores"
+# registry_type values Feast has that no tiffin plugin serves: said so instead of a typo hint.
+FEAST_ONLY_REGISTRY_TYPES = ("snowflake.registry", "remote")
 
 
 def redact_url(url: str) -> str:
@@ -186,15 +222,17 @@ def url_scheme(path: str) -> str:
 
 class RegistryConfig(BaseModel):
     """``registry:`` -- a path (local file, ``s3://bucket/key``, another fsspec URL) or, with
-    ``registry_type: sql``, a SQLAlchemy URL.
+    ``registry_type: sql``, a SQLAlchemy URL. Stores come from ``tiffin.registry_stores``
+    entry points; keys a plugin store declares (``RegistryStoreType.keys``) are kept in
+    ``model_extra``.
 
     >>> RegistryConfig(path="s3://bucket/registry.json").registry_type
     'file'
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    registry_type: Literal["file", "sql"] = "file"
+    registry_type: str = "file"
     path: str
     cache_ttl_seconds: float = 600.0  # 0: never refresh on its own (Feast's meaning too)
     s3_endpoint_url: str | None = None  # else AWS_ENDPOINT_URL(_S3), else AWS itself
@@ -211,35 +249,85 @@ class RegistryConfig(BaseModel):
         return redact_url(path)
 
 
-def check_registry(data: dict[str, Any]) -> None:
-    """Errors with hints for a ``registry:`` mapping that cannot work, before pydantic."""
-    kind = data.get("registry_type", "file")
-    if kind not in REGISTRY_TYPES:
-        unsupported = kind in ("snowflake.registry", "remote")
+@cache
+def registry_store_types() -> tuple[dict[str, Any], dict[str, str]]:
+    """(entry-point name -> RegistryStoreType instance, name -> why it is unusable)."""
+    from tiffin.registry.base import RegistryStoreType
+    loaded, broken = _entry_points(REGISTRY_GROUP)
+    found: dict[str, Any] = {}
+    for name, cls in loaded.items():
+        if not (isinstance(cls, type) and issubclass(cls, RegistryStoreType)):
+            broken[name] = f"{cls!r} is not a tiffin.registry.base.RegistryStoreType subclass"
+            continue
+        try:
+            found[name] = cls()
+        except TypeError as e:  # abstract methods left unimplemented
+            broken[name] = f"{cls.__qualname__}: {e}"
+    return found, broken
+
+
+def registry_store_type(registry_type: str, path: str) -> Any:
+    """The registered RegistryStoreType that serves this ``registry_type`` and ``path``."""
+    found, broken = registry_store_types()
+    if not found and not broken:
+        raise ConfigError(f"no registry stores registered for {REGISTRY_GROUP}",
+                          hint="install tiffin as a package: pip install -e .")
+    serving = {n: t for n, t in found.items() if registry_type in t.registry_types}
+    if not serving:
+        if registry_type in broken:
+            raise plugin_load_error(REGISTRY_GROUP, registry_type, broken)
+        known = sorted({k for t in found.values() for k in t.registry_types})
+        unsupported = registry_type in FEAST_ONLY_REGISTRY_TYPES
         raise UnknownBackendError(
-            f"registry: registry_type {kind!r} is not supported"
+            f"registry: registry_type {registry_type!r} is not supported"
             + (" by tiffin" if unsupported else ""),
-            hint=did_you_mean(str(kind), REGISTRY_TYPES)
-            or f"use one of: {', '.join(REGISTRY_TYPES)}")
-    path = data.get("path")
-    if not isinstance(path, str):
-        return  # pydantic says what is wrong with it
+            hint=(None if unsupported else did_you_mean(registry_type, known))
+            or f"registered: {', '.join(known)}")
     scheme = url_scheme(path)
     shown = redact_url(path)
-    if kind == "sql" and not scheme:
-        raise ConfigError(f"registry: registry_type sql needs a SQLAlchemy URL as path, got "
-                          f"{shown!r}", hint="e.g. postgresql+psycopg://user@host:5432/db or "
-                                             "sqlite:///data/registry.db")
-    if kind == "file" and scheme in SQL_SCHEMES:
-        raise ConfigError(f"registry: path {shown!r} is a database URL",
-                          hint="add registry_type: sql to the registry section")
-    if kind == "file" and scheme == "s3" and not re.fullmatch(r"s3://[^/]+/.+", path):
-        raise ConfigError(f"registry: path {shown!r} is not s3://bucket/key",
-                          hint="e.g. s3://my-bucket/feast/registry.json")
+    exact = [n for n, t in serving.items() if scheme in t.schemes]
+    if not exact:
+        # A scheme that a store of another registry_type names outright (postgresql:// under
+        # the default `file`): the registry_type line was probably forgotten.
+        for t in found.values():
+            if scheme and scheme in t.schemes and registry_type not in t.registry_types:
+                other = t.registry_types[0]
+                raise ConfigError(f"registry: path {shown!r} is a URL for registry_type "
+                                  f"{other}, not {registry_type}",
+                                  hint=f"add registry_type: {other} to the registry section")
+        exact = [n for n, t in serving.items() if "*" in t.schemes]
+    if not exact:
+        schemes = sorted({f"{s}://" if s else "a plain path" for t in serving.values()
+                          for s in t.schemes})
+        raise UnknownBackendError(
+            f"registry: no registry store serves {scheme + '://' if scheme else 'plain'} paths "
+            f"for registry_type {registry_type}",
+            hint=did_you_mean(scheme, [s.removesuffix("://") for s in schemes])
+            or f"registered: {', '.join(schemes)}")
+    if len(exact) > 1:
+        raise ConfigError(f"registry: registry_type {registry_type} with path {shown!r} is "
+                          f"served by several plugins: {', '.join(sorted(exact))}",
+                          hint="uninstall all but one of the packages that provide them")
+    return serving[exact[0]]
+
+
+def check_registry(data: dict[str, Any]) -> dict[str, Any]:
+    """The registry mapping checked (keys, store, the store's own checks) before pydantic,
+    so the errors keep their hints."""
+    kind = data.get("registry_type", "file")
+    path = data.get("path")
+    if not isinstance(kind, str) or not isinstance(path, str):
+        return check_keys(data, RegistryConfig, "registry", RegistryConfig.feast_keys)
+    store_type = registry_store_type(kind, path)
+    data = check_keys(data, RegistryConfig, "registry", RegistryConfig.feast_keys,
+                      extra=store_type.keys)
+    store_type.check(data)
+    scheme = url_scheme(path)
     for key in ("s3_endpoint_url", "s3_additional_kwargs"):
         if data.get(key) is not None and scheme != "s3":
             warnings.warn(f"registry: {key} is ignored: path is not an s3:// URL",
                           UserWarning, stacklevel=5)
+    return data
 
 
 class RepoConfig(BaseModel):
@@ -279,9 +367,7 @@ class RepoConfig(BaseModel):
             if isinstance(reg, str):
                 reg = {"path": reg}
             if isinstance(reg, dict):
-                data["registry"] = check_keys(reg, RegistryConfig, "registry",
-                                              RegistryConfig.feast_keys)
-                check_registry(data["registry"])
+                data["registry"] = check_registry(reg)
         if "online_store" not in data:
             data["online_store"] = {"type": "sqlite"}
         if data["online_store"] is not None:

@@ -20,11 +20,14 @@ from tiffin.definitions.sources import (
     DataSource,
     FileSource,
     ParquetFormat,
-    PostgreSQLSource,
     PushSource,
     RequestSource,
-    SparkSource,
 )
+
+# Feast exports these from its top level, so they are imported here though each lives
+# in (and registers from) its offline store's folder like any plugin source.
+from tiffin.offline.postgres.source import PostgreSQLSource  # noqa: E402
+from tiffin.offline.spark.source import SparkSource  # noqa: E402
 
 __all__ = [
     "Definition", "Entity", "Field", "FeatureView", "BatchFeatureView", "Projection",

@@ -8,9 +8,18 @@ from typing import Any, ClassVar
 from tiffin.definitions.base import Definition
 from tiffin.definitions.field import Field
 
+SOURCE_GROUP = "tiffin.data_sources"
+
 
 class DataSource(Definition):
-    """Base of every source. ``source_type`` keys the registry's dict form."""
+    """Base of every source. ``source_type`` keys the registry's dict form.
+
+    A source type is a subclass with its own ``source_type``, registered as an entry point
+    of ``tiffin.data_sources`` (``source_type = "package.module:Class"``): ``from_dict``
+    imports it from there when a registry names it, so a process that reads the registry
+    (the feature server, a training job) needs no import of the repository's code. A
+    subclass defined in a repository's own files also works once they are imported.
+    """
 
     kind = "data_sources"
     source_type: ClassVar[str]
@@ -19,7 +28,7 @@ class DataSource(Definition):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "source_type" in cls.__dict__:
-            DataSource._types[cls.source_type] = cls
+            DataSource._types.setdefault(cls.source_type, cls)
 
     def __init__(self, *, name: str, timestamp_field: str = "",
                  created_timestamp_column: str = "", field_mapping: dict[str, str] | None = None,
@@ -41,10 +50,42 @@ class DataSource(Definition):
     def to_dict(self) -> dict[str, Any]:
         return self._source_meta()
 
+    @staticmethod
+    def source_class(source_type: str) -> type[DataSource]:
+        """The class of ``source_type``: one already imported, else its entry point's."""
+        found = DataSource._types.get(source_type)
+        if found is not None:
+            return found
+        from importlib.metadata import entry_points
+
+        from tiffin.errors import UnknownBackendError, did_you_mean
+        eps = {ep.name: ep for ep in entry_points(group=SOURCE_GROUP)}
+        ep = eps.get(source_type)
+        if ep is None:
+            known = sorted(set(eps) | set(DataSource._types))
+            raise UnknownBackendError(
+                f"data source type {source_type!r} is not installed",
+                hint=did_you_mean(source_type, known) or
+                f"registered: {', '.join(known)}; install the package that provides it "
+                f"(an entry point of {SOURCE_GROUP})")
+        try:
+            cls = ep.load()
+        except ImportError as e:
+            raise UnknownBackendError(f"data source type {source_type!r} ({ep.value}) cannot "
+                                      f"be imported: {e}",
+                                      hint="reinstall the package that provides it") from None
+        if not (isinstance(cls, type) and issubclass(cls, DataSource)
+                and cls.__dict__.get("source_type") == source_type):
+            raise UnknownBackendError(f"entry point {source_type!r} of {SOURCE_GROUP} is "
+                                      f"{ep.value}, not a DataSource with source_type = "
+                                      f"{source_type!r}")
+        DataSource._types[source_type] = cls
+        return cls
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataSource:
         data = dict(data)
-        sub = DataSource._types[data.pop("source_type")]
+        sub = DataSource.source_class(data.pop("source_type"))
         obj = sub._from_fields(data)
         obj.origin = None
         return obj
@@ -157,113 +198,16 @@ class RequestSource(DataSource):
         return cls(**data)
 
 
-# -- Spark -----------------------------------------------------------------------------------
-SPARK_FILE_FORMATS = ("parquet", "orc", "avro", "csv", "json", "delta")
+# Source types that moved to their offline store's folder, still importable from here.
+_MOVED = {"SparkSource": "tiffin.offline.spark.source",
+          "SPARK_FILE_FORMATS": "tiffin.offline.spark.source",
+          "PostgreSQLSource": "tiffin.offline.postgres.source"}
 
-
-class SparkSource(DataSource):
-    """Rows that Spark reads: a catalog ``table``, a ``query``, or files at ``path`` in
-    ``file_format`` (``parquet``, ``orc``, ``avro``, ``csv``, ``json``, ``delta``). Read by
-    the ``spark`` offline store and the ``spark`` engine.
-
-    >>> src = SparkSource(name="driver_stats", path="s3a://bucket/driver_stats",
-    ...                   file_format="parquet", timestamp_field="event_timestamp")
-    >>> SparkSource(name="recent", query="SELECT * FROM stats WHERE day > '2026-01-01'",
-    ...             timestamp_field="event_timestamp").query
-    "SELECT * FROM stats WHERE day > '2026-01-01'"
-    """
-
-    source_type = "spark"
-
-    def __init__(self, *, name: str = "", table: str | None = None, query: str | None = None,
-                 path: str | None = None, file_format: Any = None, timestamp_field: str = "",
-                 created_timestamp_column: str = "", field_mapping: dict[str, str] | None = None,
-                 date_partition_column: str = "", description: str = "",
-                 tags: dict[str, str] | None = None, owner: str = "", table_format: Any = None,
-                 event_timestamp_column: str = "", **_feast_only: Any):
-        given = [k for k, v in (("table", table), ("query", query), ("path", path)) if v]
-        label = repr(name or table or path or "")
-        if len(given) != 1:
-            raise ValueError(f"SparkSource {label}: give exactly one of table=, query= or path=" +
-                             (f" (got {', '.join(given)})" if given else ""))
-        if query and not name:
-            raise ValueError("SparkSource: a query source needs a name=")
-        super().__init__(name=name or table or path or "",
-                         timestamp_field=timestamp_field or event_timestamp_column,
-                         created_timestamp_column=created_timestamp_column,
-                         field_mapping=field_mapping, date_partition_column=date_partition_column,
-                         description=description, tags=tags, owner=owner)
-        fmt = file_format if isinstance(file_format, str) or file_format is None else \
-            getattr(file_format, "format", file_format)  # Feast's ParquetFormat() object
-        fmt = str(fmt).lower() if fmt else None
-        if path and not fmt:
-            raise ValueError(f"SparkSource {label}: path= needs file_format= (one of "
-                             f"{', '.join(SPARK_FILE_FORMATS)})")
-        if fmt and not path:
-            raise ValueError(f"SparkSource {label}: file_format= goes with path=, not "
-                             f"{given[0]}=")
-        if fmt and fmt not in SPARK_FILE_FORMATS:
-            raise ValueError(f"SparkSource {label}: file_format {fmt!r} is not one of "
-                             f"{', '.join(SPARK_FILE_FORMATS)}")
-        if table_format is not None:
-            raise ValueError(f"SparkSource {label}: table_format= (Iceberg, Hudi, Lance) is not "
-                             "supported; register the table in Spark's catalog and pass table=")
-        self.table = table or None
-        self.query = query or None
-        self.path = str(path) if path else None
-        self.file_format = fmt
-
-    def resolved_path(self, repo_path: str | os.PathLike | None) -> str | None:
-        """A relative local path is relative to the feature repository, as for FileSource."""
-        if self.path is None or repo_path is None or "://" in self.path or \
-                os.path.isabs(self.path):
-            return self.path
-        return os.path.join(str(repo_path), self.path)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self._source_meta(), "table": self.table, "query": self.query,
-                "path": self.path, "file_format": self.file_format}
-
-
-
-# -- PostgreSQL ------------------------------------------------------------------------------
-class PostgreSQLSource(DataSource):
-    """Rows in PostgreSQL: a ``table`` (``"stats"`` or ``"analytics.stats"``, written as in
-    SQL; unqualified names are looked up in the offline store's ``db_schema``, then
-    ``public``) or a ``query``. Read by the ``postgres`` offline store, which can also
-    append pushed rows to a table source.
-
-    >>> src = PostgreSQLSource(name="driver_stats", table="driver_stats",
-    ...                        timestamp_field="event_timestamp", created_timestamp_column="created")
-    >>> PostgreSQLSource(name="recent", query="SELECT * FROM driver_stats WHERE trips > 0",
-    ...                  timestamp_field="event_timestamp").table is None
-    True
-    """
-
-    source_type = "postgres"
-
-    def __init__(self, *, name: str = "", query: str | None = None, table: str | None = None,
-                 timestamp_field: str = "", created_timestamp_column: str = "",
-                 field_mapping: dict[str, str] | None = None, date_partition_column: str = "",
-                 description: str = "", tags: dict[str, str] | None = None, owner: str = "",
-                 **_feast_only: Any):
-        label = repr(name or table or "")
-        if bool(table) == bool(query):
-            raise ValueError(f"PostgreSQLSource {label}: give exactly one of table= or query=")
-        if query and not name:
-            raise ValueError("PostgreSQLSource: a query source needs a name=")
-        super().__init__(name=name or str(table), timestamp_field=timestamp_field,
-                         created_timestamp_column=created_timestamp_column,
-                         field_mapping=field_mapping, date_partition_column=date_partition_column,
-                         description=description, tags=tags, owner=owner)
-        self.table = table or None
-        # A trailing ';' would end the subquery the query is read through.
-        self.query = query.strip().rstrip(";").rstrip() if query else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self._source_meta(), "table": self.table, "query": self.query}
 
 def __getattr__(name: str):  # Feast imports these two from its file-source module
+    if name in _MOVED:
+        import importlib
+        return getattr(importlib.import_module(_MOVED[name]), name)
     if name == "FileLoggingDestination":
         from tiffin.definitions.on_demand import FileLoggingDestination
         return FileLoggingDestination
