@@ -9,10 +9,12 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# tests/plugins/tiffin_toy: a separate package of toy backends, found through its entry points.
+$(STAMP): pyproject.toml tests/plugins/tiffin_toy/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -e '.[all,dev]'
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -e '.[all,dev]' \
+		-e tests/plugins/tiffin_toy
 	touch $(STAMP)
 
 # Quickstart end to end on the embedded defaults (DuckDB + Parquet, SQLite, file registry).

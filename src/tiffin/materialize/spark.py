@@ -23,7 +23,7 @@ from pydantic import field_validator
 from tiffin.config import BackendConfig, RepoConfig
 from tiffin.definitions import FeatureView
 from tiffin.materialize.base import Engine, MaterializeResult, Progress
-from tiffin.offline.base import OfflineStore
+from tiffin.offline.base import SPARK_FRAMES, OfflineStore
 from tiffin.offline.spark.config import spark_conf_values
 from tiffin.online.base import OnlineStore
 from tiffin.types import from_micros
@@ -61,12 +61,13 @@ class SparkEngineConfig(BackendConfig):
 
 class SparkEngine(Engine):
     def reader(self, offline: OfflineStore) -> Any:
-        """The spark offline store that reads the sources: the configured one, or one of
-        this engine's own (for Parquet files)."""
+        """The offline store that reads the sources as Spark DataFrames: the configured one
+        if it can (SPARK_FRAMES), else a spark offline store of this engine's own (for
+        Parquet files)."""
+        if offline.supports(SPARK_FRAMES):
+            return offline
         from tiffin.offline.spark.config import SparkOfflineStoreConfig
         from tiffin.offline.spark.store import SparkOfflineStore
-        if isinstance(offline, SparkOfflineStore):
-            return offline
         cfg = SparkOfflineStoreConfig(spark_conf=self.config.spark_conf)
         return SparkOfflineStore(cfg, self.repo_config)
 

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +29,12 @@ from tiffin.offline.pit import ENTITY_TS, ROW_ID, SourceColumns
 from tiffin.types import TIMESTAMP, from_micros
 
 DEFAULT_TIMESTAMP_COLUMN = "event_timestamp"
+
+# Capabilities an offline store can declare (``OfflineStore.capabilities``) for engines that
+# ask for more than the four methods. SPARK_FRAMES: ``latest_frame(view, start, end)``
+# returns the latest row per entity as a Spark DataFrame in ``online_batch_schema``'s
+# columns, so the spark engine writes from the executors without collecting rows.
+SPARK_FRAMES = "spark_frames"
 
 
 class RetrievalJob:
@@ -86,9 +92,17 @@ class RetrievalJob:
 class OfflineStore(ABC):
     """Runs queries against batch data. Implement the four abstract methods."""
 
+    # Optional abilities an engine may ask for (``supports``), e.g. SPARK_FRAMES: an engine
+    # asks for what it needs instead of checking for a store class, so a plugin store that
+    # offers the same ability is used the same way.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
     def __init__(self, config: BackendConfig, repo_config: RepoConfig):
         self.config = config
         self.repo_config = repo_config
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities
 
     @abstractmethod
     def source_schema(self, source: DataSource) -> pa.Schema:

@@ -31,6 +31,7 @@ from tiffin.definitions import DataSource, FeatureView, FileSource, SparkSource
 from tiffin.errors import BackendError, DefinitionError, MissingDependencyError
 from tiffin.features import FeaturePlan
 from tiffin.offline.base import (
+    SPARK_FRAMES,
     EntityQueries,
     OfflineStore,
     RetrievalJob,
@@ -205,6 +206,8 @@ class SparkRetrievalJob(RetrievalJob):
 
 class SparkOfflineStore(OfflineStore, EntityQueries):
     """``offline_store: {type: spark, spark_conf: {...}}``."""
+
+    capabilities = frozenset({SPARK_FRAMES})
 
     def __init__(self, config: SparkOfflineStoreConfig, repo_config: RepoConfig):
         super().__init__(config, repo_config)
