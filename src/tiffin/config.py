@@ -30,6 +30,7 @@ from pydantic import (
     ValidationError,
     field_serializer,
     field_validator,
+    model_validator,
 )
 
 from tiffin.errors import ConfigError, UnknownBackendError, did_you_mean
@@ -247,6 +248,19 @@ class RegistryConfig(BaseModel):
     @field_serializer("path")
     def _redacted_path(self, path: str) -> str:
         return redact_url(path)
+
+    @model_validator(mode="after")
+    def _plugin_keys(self) -> RegistryConfig:
+        # Extra keys are allowed only as the serving plugin's own (RepoConfig checks them
+        # before this with hints; this catches a RegistryConfig built directly).
+        if self.model_extra:
+            allowed = registry_store_type(self.registry_type, self.path).keys
+            unknown = sorted(set(self.model_extra) - allowed)
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r}"
+                                 + (f" (this store's own: {', '.join(sorted(allowed))})"
+                                    if allowed else ""))
+        return self
 
 
 @cache

@@ -28,7 +28,9 @@ class DataSource(Definition):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "source_type" in cls.__dict__:
-            DataSource._types.setdefault(cls.source_type, cls)
+            # The latest definition wins: re-importing a repository's files (apply, tests)
+            # makes a new class object, and isinstance checks must see that one.
+            DataSource._types[cls.source_type] = cls
 
     def __init__(self, *, name: str, timestamp_field: str = "",
                  created_timestamp_column: str = "", field_mapping: dict[str, str] | None = None,

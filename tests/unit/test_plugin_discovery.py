@@ -225,3 +225,11 @@ def test_the_spark_engine_asks_for_spark_frames_not_a_store_class(tmp_path: Path
 
     other = FramesOverDuckDB(DuckDBOfflineStoreConfig(), cfg)
     assert engine.reader(other) is other
+
+
+def test_a_registry_config_built_directly_refuses_undeclared_keys():
+    from pydantic import ValidationError
+
+    from tiffin.config import RegistryConfig
+    with pytest.raises(ValidationError, match="unknown key 'keep_versions'"):
+        RegistryConfig(path="data/registry.json", keep_versions=2)
