@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from abc import abstractmethod
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -86,9 +87,10 @@ class BackendConfig(BaseModel):
     feast_keys: ClassVar[frozenset[str]] = frozenset()
     aliases: ClassVar[tuple[str, ...]] = ()
 
+    @abstractmethod
     def store_class(self) -> type:
-        """The backend's implementation; imported here, lazily, so drivers load only when used."""
-        raise NotImplementedError
+        """The backend's implementation; imported here, lazily, so drivers load only when used
+        (a missing driver raises MissingDependencyError, which names the extra to install)."""
 
 
 class PostgresConnection(BackendConfig):
@@ -150,6 +152,10 @@ def _backends(group: str) -> tuple[dict[str, type[BackendConfig]], dict[str, str
     for name, cls in loaded.items():
         if not (isinstance(cls, type) and issubclass(cls, BackendConfig)):
             broken[name] = f"{cls!r} is not a tiffin.config.BackendConfig subclass"
+            continue
+        if cls.__abstractmethods__:
+            broken[name] = (f"{cls.__qualname__} does not implement "
+                            f"{', '.join(sorted(cls.__abstractmethods__))}")
             continue
         found[name] = cls
         for alias in cls.aliases:

@@ -8,13 +8,13 @@ import sys
 import types
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 import tiffin.config as config_module
 from tiffin import DataSource, FileSource, RepoConfig, SparkSource
-from tiffin.config import REGISTRY_GROUP, registry_store_type
+from tiffin.config import REGISTRY_GROUP, BackendConfig, registry_store_type
 from tiffin.errors import ConfigError, UnknownBackendError
 from tiffin.registry import Registry, registry_store
 from tiffin.registry.base import RegistryStore, RegistryStoreType
@@ -151,14 +151,22 @@ def test_plugin_keys_are_accepted_only_for_the_plugin_that_declares_them(plugins
 
 # -- backend configs --------------------------------------------------------------------------
 
+class HalfConfig(BackendConfig):
+    type: Literal["half"] = "half"
+
+
 def test_a_broken_backend_plugin_breaks_only_its_own_type(plugins):
+    sys.modules[FAKE].HalfConfig = HalfConfig
     plugins("tiffin.online_stores", {"flaky": "tiffin_no_such_module:Config",
-                                     "notaconfig": "tiffin.registry.kinds:FileRegistry"})
+                                     "notaconfig": "tiffin.registry.kinds:FileRegistry",
+                                     "half": f"{FAKE}:HalfConfig"})
     with pytest.raises(ConfigError, match="'flaky' is installed but unusable: "
                                           "tiffin_no_such_module:Config"):
         RepoConfig(project="p", registry="r.json", online_store={"type": "flaky"})
     with pytest.raises(ConfigError, match="not a tiffin.config.BackendConfig subclass"):
         RepoConfig(project="p", registry="r.json", online_store={"type": "notaconfig"})
+    with pytest.raises(ConfigError, match="HalfConfig does not implement store_class"):
+        RepoConfig(project="p", registry="r.json", online_store={"type": "half"})
     assert RepoConfig(project="p", registry="r.json").online_store.type == "sqlite"
 
 
