@@ -124,9 +124,16 @@ def test_toy_backends_end_to_end(toy, tmp_path):
     assert got == [False, "tiffin_toy.source", "ToyCsvSource", "data/driver_stats.csv",
                    "ToyJsonOnlineStore", "ToyCsvOfflineStore"]
 
-    run(repo, "-m", "tiffin.cli", "materialize", at(0), at(2))
+    got = script(repo, f"""
+        import json
+        from tiffin import FeatureStore
+        store = FeatureStore(".")
+        store.materialize({at(0)!r}, {at(2)!r})
+        print(json.dumps([type(store.engine).__name__, store.engine.chunks]))
+    """)
+    assert got == ["ToyChunkedEngine", [2, 1]]  # three drivers' latest rows, chunk_rows: 2
     online = json.loads((repo / "data" / "online" / "toyproj__driver_stats.json").read_text())
-    assert len(online["rows"]) == 3  # one row per driver, written by the engine in chunks
+    assert len(online["rows"]) == 3
 
     got = script(repo, f"""
         import json
@@ -220,3 +227,30 @@ def test_no_core_file_names_the_toy():
                                                     ROOT / "pyproject.toml"]
                  if "toy" in p.read_text().lower()]
     assert offenders == []
+
+
+def test_toy_registry_store_refuses_a_stale_write(toy, tmp_path, monkeypatch):
+    # Importing the toy here is fine: the end-to-end test above shows tiffin needs no import.
+    # (On the path explicitly: a .pth the fixture just installed is read by new processes only.)
+    monkeypatch.syspath_prepend(str(TOY))
+    from tiffin_toy.registry import ToyDirRegistryStore
+
+    from tiffin.errors import RegistryConflictError
+
+    a, b = ToyDirRegistryStore(tmp_path / "r", 1), ToyDirRegistryStore(tmp_path / "r", 1)
+    assert a.read() == (None, None)
+    assert a.write(b"one", None) == "1"
+    with pytest.raises(RegistryConflictError):
+        b.write(b"also one", None)
+    data, version = b.read()
+    assert (data, version) == (b"one", "1")
+    assert a.write(b"two", version) == "2"
+    with pytest.raises(RegistryConflictError):
+        b.write(b"two from b", version)
+    assert a.write(b"three", "2") == "3"
+    # keep_versions 1: versions 1 and 2 are emptied but keep their names, so a writer that
+    # read version 1 long ago still cannot create version 2 again.
+    assert (tmp_path / "r" / "v1.json").read_bytes() == b""
+    with pytest.raises(RegistryConflictError):
+        b.write(b"stale", "1")
+    assert b.read() == (b"three", "3")

@@ -5,7 +5,8 @@ Each executor task builds its own online store from the (pickled) repository con
 the online store must be reachable from the executors: Redis or PostgreSQL on a cluster;
 SQLite only when Spark runs on this machine (``local[*]``).
 
-Sources are read by the spark offline store when it is the configured one; with another
+Sources are read by the configured offline store when it offers Spark DataFrames (the
+``SPARK_FRAMES`` capability: the spark offline store, or a plugin's); with another
 offline store (duckdb over Parquet files), this engine reads the Parquet ``FileSource``s
 (and ``SparkSource``s) itself.
 """
