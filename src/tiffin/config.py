@@ -279,6 +279,9 @@ def registry_store_types() -> tuple[dict[str, Any], dict[str, str]]:
         if not (isinstance(cls, type) and issubclass(cls, RegistryStoreType)):
             broken[name] = f"{cls!r} is not a tiffin.registry.base.RegistryStoreType subclass"
             continue
+        if not cls.registry_types or not cls.schemes:
+            broken[name] = f"{cls.__qualname__} declares no registry_types or no schemes"
+            continue
         try:
             found[name] = cls()
         except TypeError as e:  # abstract methods left unimplemented
@@ -298,11 +301,13 @@ def registry_store_type(registry_type: str, path: str) -> Any:
             raise plugin_load_error(REGISTRY_GROUP, registry_type, broken)
         known = sorted({k for t in found.values() for k in t.registry_types})
         unsupported = registry_type in FEAST_ONLY_REGISTRY_TYPES
+        # A broken plugin's types are unknown (it did not load); it may be the one meant.
+        unusable = "".join(f"; unusable: {n} ({why})" for n, why in sorted(broken.items()))
         raise UnknownBackendError(
             f"registry: registry_type {registry_type!r} is not supported"
             + (" by tiffin" if unsupported else ""),
             hint=(None if unsupported else did_you_mean(registry_type, known))
-            or f"registered: {', '.join(known)}")
+            or f"registered: {', '.join(known)}{unusable}")
     scheme = url_scheme(path)
     shown = redact_url(path)
     exact = [n for n, t in serving.items() if scheme in t.schemes]

@@ -43,12 +43,17 @@ class NoOpen(RegistryStoreType):
     schemes = ("",)
 
 
+class NoSchemes(MemoRegistry):
+    registry_types = ("no_open",)
+    schemes = ()
+
+
 @pytest.fixture
 def plugins(monkeypatch):
     """Replace the entry points of some groups: ``plugins(group, {name: value})``."""
     module = types.ModuleType(FAKE)
-    module.MemoRegistry, module.MemoRegistryAgain, module.NoOpen = \
-        MemoRegistry, MemoRegistryAgain, NoOpen
+    module.MemoRegistry, module.MemoRegistryAgain, module.NoOpen, module.NoSchemes = \
+        MemoRegistry, MemoRegistryAgain, NoOpen, NoSchemes
     monkeypatch.setitem(sys.modules, FAKE, module)
     real = config_module.entry_points
     extra: dict[str, dict[str, str]] = {}
@@ -134,6 +139,7 @@ def test_two_plugins_serving_the_same_section_is_an_error(plugins):
 @pytest.mark.parametrize("value, reason", [
     ("tiffin_no_such_module:Store", "ModuleNotFoundError"),
     (f"{FAKE}:NoOpen", "abstract"),
+    (f"{FAKE}:NoSchemes", "declares no registry_types or no schemes"),
     ("tiffin.registry.file:FileRegistryStore", "is not a tiffin.registry.base.RegistryStoreType"),
 ])
 def test_a_broken_registry_plugin_breaks_only_its_own_type(plugins, value, reason):
@@ -142,6 +148,11 @@ def test_a_broken_registry_plugin_breaks_only_its_own_type(plugins, value, reaso
         RepoConfig(project="p", registry={"registry_type": "no_open", "path": "x"})
     assert reason in str(info.value)
     assert RepoConfig(project="p", registry="data/registry.json").registry.registry_type == "file"
+    # Under another entry-point name its types are unknown: the hint names it as unusable.
+    plugins(REGISTRY_GROUP, {"other_name": value})
+    with pytest.raises(UnknownBackendError) as info:
+        RepoConfig(project="p", registry={"registry_type": "zzz_none", "path": "x"})
+    assert "unusable: other_name (" in info.value.hint and reason in info.value.hint
 
 
 def test_plugin_keys_are_accepted_only_for_the_plugin_that_declares_them(plugins):
