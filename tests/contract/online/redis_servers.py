@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 CLUSTER_PORTS = (7000, 7001, 7002)
+CLUSTER_REPLICA_PORT = 7003  # a replica of the first master, for the failover test
 SENTINEL_MASTER_PORT, SENTINEL_REPLICA_PORT = 7010, 7011
 SENTINEL_PORTS = (7020, 7021, 7022)
 SENTINEL_NAME = "tiffin-test"
@@ -66,7 +67,9 @@ class Servers:
             (data / "redis.conf").write_text(conf)
             argv.append(str(data / "redis.conf"))
         argv += ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                 "--save", "", "--appendonly", "no", "--protected-mode", "no", *args]
+                 "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                 # A replica syncs at once, not after the default 5 s wait for others.
+                 "--repl-diskless-sync-delay", "0", *args]
         self.argv[port] = argv
         self._spawn(port)
 
@@ -100,10 +103,10 @@ class Servers:
 
 
 def start_cluster(root: Path) -> Servers:
-    """Three masters, no replicas, slots spread by redis-cli."""
+    """Three masters, slots spread by redis-cli, and a replica of the first one."""
     servers = Servers(root)
     try:
-        for port in CLUSTER_PORTS:
+        for port in (*CLUSTER_PORTS, CLUSTER_REPLICA_PORT):
             servers.start(port, "--cluster-enabled", "yes", "--cluster-config-file",
                           str(root / str(port) / "nodes.conf"),
                           "--cluster-node-timeout", "2000")
@@ -113,13 +116,30 @@ def start_cluster(root: Path) -> Servers:
             capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout}{out.stderr}")
-        for port in CLUSTER_PORTS:
-            _wait(f"cluster state ok on {port}",
-                  lambda port=port: "cluster_state:ok" in _cli(port, "CLUSTER", "INFO"))
+        master_id = _cli(CLUSTER_PORTS[0], "CLUSTER", "MYID").strip()
+        out = subprocess.run(
+            [_binary("redis-cli"), "--cluster", "add-node", f"127.0.0.1:{CLUSTER_REPLICA_PORT}",
+             f"127.0.0.1:{CLUSTER_PORTS[0]}", "--cluster-slave", "--cluster-master-id",
+             master_id], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster add-node failed: {out.stdout}{out.stderr}")
+        _wait("the cluster replica's sync", lambda: "master_link_status:up" in _cli(
+            CLUSTER_REPLICA_PORT, "INFO", "replication"))
+        for port in (*CLUSTER_PORTS, CLUSTER_REPLICA_PORT):
+            _wait(f"cluster state ok on {port}", lambda port=port: cluster_ok(port))
     except BaseException:
         servers.stop()
         raise
     return servers
+
+
+def cluster_ok(port: int) -> bool:
+    """The node sees every slot served (cluster_state:ok)."""
+    return "cluster_state:ok" in _cli(port, "CLUSTER", "INFO")
+
+
+def cluster_role(port: int) -> str:
+    return _cli(port, "ROLE").split("\n", 1)[0].strip()
 
 
 def start_sentinel(root: Path) -> Servers:
@@ -146,6 +166,18 @@ def start_sentinel(root: Path) -> Servers:
         servers.stop()
         raise
     return servers
+
+
+def sentinel_group_ok() -> bool:
+    """The sentinels name a master and the other server replicates it."""
+    try:
+        _, master = sentinel_master()
+    except ValueError:
+        return False
+    other = SENTINEL_REPLICA_PORT if master == SENTINEL_MASTER_PORT else SENTINEL_MASTER_PORT
+    return (cluster_role(master) == "master"
+            and "master_link_status:up" in _cli(other, "INFO", "replication")
+            and f"master_port:{master}" in _cli(other, "INFO", "replication"))
 
 
 def sentinel_master(port: int = SENTINEL_PORTS[0]) -> tuple[str, int]:

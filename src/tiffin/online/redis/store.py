@@ -64,7 +64,9 @@ from tiffin.types import Array, FeastType, from_micros
 try:
     import msgpack
     import redis
+    import redis.backoff
     import redis.cluster
+    import redis.retry
     import redis.sentinel
 
     # Packs a command in C (redis-py's own packer walks the arguments in Python).
@@ -228,9 +230,13 @@ class RedisOnlineStore(OnlineStore):
         self.cluster = config.redis_type == "redis_cluster"
         self._resolver: SentinelResolver | None = None
         if self.cluster:
+            # One immediate retry (after redis-py reloads the slot map), not its default
+            # backoff over many: during a failover a caller gets a 503 within the socket
+            # timeout, as with one server. MOVED/ASK are followed apart from this.
             self.client = redis.cluster.RedisCluster(
                 startup_nodes=[redis.cluster.ClusterNode(host, port)
                                for host, port in config.addresses()],
+                retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
                 max_connections=config.max_connections, **_ssl_flag(config.options()))
             self._aio = ClusterReader(config.options(), config.addresses())
         elif config.redis_type == "redis_sentinel":
