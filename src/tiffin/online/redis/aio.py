@@ -293,7 +293,10 @@ class AsyncReader:
         return reply
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:
-        return await self.execute(hiredis.pack_command(("MGET", *keys)))
+        (reply,) = await self.execute_many((hiredis.pack_command(("MGET", *keys)),))
+        if isinstance(reply, hiredis.ReplyError):
+            raise _reply_error(reply, "reading")
+        return reply
 
     async def execute_many(self, packed: Sequence[bytes]) -> list[Any]:
         """Send packed commands back to back and await their replies, error replies

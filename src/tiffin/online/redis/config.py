@@ -66,7 +66,7 @@ class RedisOnlineStoreConfig(BackendConfig):
             if "=" not in item:
                 host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
                 try:
-                    addresses.append((host or "localhost", int(port or 6379)))
+                    addresses.append((host.strip("[]") or "localhost", int(port or 6379)))
                 except ValueError:
                     # Never echo the string: it may hold a password.
                     raise ValueError(f"connection_string: a server address must be host:port, "
