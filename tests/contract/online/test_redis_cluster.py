@@ -14,7 +14,7 @@ from conftest import NOW, ONLINE_BACKENDS, OnlineWorld
 
 from tiffin import FeatureView, Field
 from tiffin.errors import StoreUnavailableError
-from tiffin.online.redis.aio import ClusterReader, key_slot
+from tiffin.online.redis.routing import ClusterReader, key_slot
 from tiffin.types import Float64
 
 pytestmark = pytest.mark.redis

@@ -72,7 +72,8 @@ try:
     # Packs a command in C (redis-py's own packer walks the arguments in Python).
     from hiredis import pack_command as _pack_command
 
-    from tiffin.online.redis.aio import AsyncReader, ClusterReader, SentinelResolver, key_slot
+    from tiffin.online.redis.aio import AsyncReader
+    from tiffin.online.redis.routing import ClusterReader, SentinelResolver, key_slot
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = msgpack = None
 
@@ -229,6 +230,7 @@ class RedisOnlineStore(OnlineStore):
             raise MissingDependencyError("redis", "redis")
         self.cluster = config.redis_type == "redis_cluster"
         self._resolver: SentinelResolver | None = None
+        self._sentinel: Any = None
         if self.cluster:
             # One immediate retry (after redis-py reloads the slot map), not its default
             # backoff over many: during a failover a caller gets a 503 within the socket
@@ -243,7 +245,7 @@ class RedisOnlineStore(OnlineStore):
             # redis-py's Sentinel asks the sentinels for the master at every new
             # connection and drops one that meets a READONLY reply, so a failover is
             # followed as connections are replaced. The sentinels get only the timeouts.
-            sentinel = redis.sentinel.Sentinel(config.addresses(),
+            sentinel = self._sentinel = redis.sentinel.Sentinel(config.addresses(),
                                                sentinel_kwargs=config.timeouts(),
                                                **_ssl_flag(config.options()))
             self.client = sentinel.master_for(config.sentinel_master,
@@ -535,4 +537,7 @@ class RedisOnlineStore(OnlineStore):
         self._aio.close()
         if self._resolver is not None:
             self._resolver.close()
+        if self._sentinel is not None:  # its clients of the sentinels are its own
+            for client in self._sentinel.sentinels:
+                client.close()
         self.client.close()
