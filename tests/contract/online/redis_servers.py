@@ -7,8 +7,11 @@ stopped at its end. Ports come from 7000-7099, kept free of other services.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +31,12 @@ def _binary(name: str) -> str:
                     f"their own servers (Debian/Ubuntu: apt-get install redis-server "
                     f"redis-tools; scripts/services.sh installs them)", pytrace=False)
     return path
+
+
+def _die_with_parent() -> None:
+    # Linux: the server gets SIGTERM when the test process ends, even killed with
+    # SIGKILL, so no run leaves servers on the ports for the next one.
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _cli(port: int, *args: str, timeout: float = 10) -> str:
@@ -76,8 +85,9 @@ class Servers:
     def _spawn(self, port: int) -> None:
         log = open(self.root / f"{port}.log", "ab")  # noqa: SIM115 - closed with the process
         try:
-            self.procs[port] = subprocess.Popen(self.argv[port], stdout=log,
-                                                stderr=subprocess.STDOUT)
+            self.procs[port] = subprocess.Popen(
+                self.argv[port], stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         finally:
             log.close()
         _wait(f"redis-server on port {port}", lambda: _cli(port, "PING").strip() == "PONG")

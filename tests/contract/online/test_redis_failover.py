@@ -63,9 +63,11 @@ def _eventually(fn: Callable, within: float):
             time.sleep(0.2)
 
 
-def _kill_under_load(world: OnlineWorld, kill: Callable[[], None], ids: list[int]) -> None:
+def _kill_under_load(world: OnlineWorld, kill: Callable[[], None], ids: list[int]
+                     ) -> tuple[float, list[tuple[float, float, str]]]:
     """Readers ask for ``ids`` (reader k for ids[k::READERS]) before, during and after
-    ``kill``; the outcomes must show fast failures only, then a lasting recovery."""
+    ``kill``; the outcomes must show fast failures only, then a lasting recovery.
+    Returns when the kill began and every (start, duration, outcome)."""
     outcomes: list[tuple[float, float, str]] = []  # (start, duration, outcome)
     killed_at: list[float] = []
 
@@ -124,6 +126,7 @@ def _kill_under_load(world: OnlineWorld, kill: Callable[[], None], ids: list[int
             entity_rows=[{"driver_id": i} for i in ids]).to_dict()["i64"]
 
     assert _eventually(write_and_read, within=15) == [i + 100 for i in ids]
+    return killed_at[0], outcomes
 
 
 def test_reads_fail_fast_during_a_sentinel_failover_and_recover(sentinel_world,
