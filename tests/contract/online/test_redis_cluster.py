@@ -151,11 +151,22 @@ def test_a_stale_slot_table_is_corrected_by_moved(redis_cluster):
         client.close()
 
 
-def test_a_migrating_slot_is_followed_by_ask(redis_cluster):
+def _sync_store(tmp_path):
+    from tiffin import RepoConfig
+    from tiffin.online.redis.store import RedisOnlineStore
+    cfg = RepoConfig(project="routing", registry=str(tmp_path / "r.json"), online_store={
+        "type": "redis", "redis_type": "redis_cluster",
+        "connection_string": f"127.0.0.1:{PORTS[0]}"})
+    return RedisOnlineStore(cfg.online_store, cfg)
+
+
+def test_a_migrating_slot_is_followed_by_ask(redis_cluster, tmp_path):
     key = "tiffin:test:{asked}"
     slot = key_slot(key)
     client = redis.cluster.RedisCluster(host="127.0.0.1", port=PORTS[0])
     client.set(key, b"here")
+    store = _sync_store(tmp_path)
+    assert store._mget([key, "tiffin:test:{other}"]) == [b"here", None]  # slots loaded
     source = client.get_node_from_key(key)
     target = next(n for n in client.get_primaries() if n.name != source.name)
     src, dst = redis.Redis(port=source.port), redis.Redis(port=target.port)
@@ -175,8 +186,16 @@ def test_a_migrating_slot_is_followed_by_ask(redis_cluster):
             assert await r.mget([key]) == [b"here"]
 
         asyncio.run(main())
+        # The sync path: redis-py's table still says source, whose ASK is followed.
+        assert store._mget([key, "tiffin:test:{other}"]) == [b"here", None]
+        for port in _masters():  # the move completes: the source now answers MOVED
+            redis.Redis(port=port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        assert store._mget([key, "tiffin:test:{other}"]) == [b"here", None]
+        assert store.client.get_node_from_key(key).port == target.port  # table reloaded
+        assert store._mget([key]) == [b"here"]
     finally:
         r.close()
+        store.close()
         # Finish the move on every master, so the cluster is consistent again.
         for port in _masters():
             redis.Redis(port=port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
