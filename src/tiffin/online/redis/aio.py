@@ -54,6 +54,26 @@ def _reply_error(reply: Exception, what: str) -> Exception:
     return BackendError(f"Redis failed while {what}: {text}")
 
 
+class _Batch:
+    """Stands in the waiter queue once per command of a batch, like a future would."""
+
+    __slots__ = ("future", "replies", "size")
+
+    def __init__(self, future: asyncio.Future, size: int):
+        self.future, self.replies, self.size = future, [], size
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, reply: Any) -> None:
+        self.replies.append(reply)
+        if len(self.replies) == self.size:
+            self.future.set_result(self.replies)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.future.set_exception(error)
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
@@ -97,6 +117,18 @@ class _Protocol(asyncio.Protocol):
             self.loop.call_soon(self.flush)
         self.unsent.append(packed)
         return waiter
+
+    def send_batch(self, packed: Sequence[bytes]) -> asyncio.Future:
+        """Send commands back to back; one future gets all their replies, in order (a
+        future, a callback and a loop turn per command cost more than Redis's work)."""
+        if self.closed:
+            raise StoreUnavailableError("the connection to Redis was lost")
+        batch = _Batch(self.loop.create_future(), len(packed))
+        self.waiters.extend([batch] * len(packed))  # type: ignore[list-item]
+        if not self.unsent:
+            self.loop.call_soon(self.flush)
+        self.unsent.extend(packed)
+        return batch.future
 
     def flush(self) -> None:
         unsent, self.unsent = self.unsent, []
@@ -151,7 +183,7 @@ class AsyncReader:
             if len(packed) == 1:
                 replies = [await proto.send(packed[0])]
             else:
-                replies = await asyncio.gather(*[proto.send(c) for c in packed])
+                replies = await proto.send_batch(packed)
         finally:
             timer.cancel()
         for reply in replies:
