@@ -176,3 +176,29 @@ def test_reads_fail_fast_during_a_cluster_failover_and_recover(cluster_world, re
             for port in (*redis_servers.CLUSTER_PORTS, redis_servers.CLUSTER_REPLICA_PORT):
                 redis_servers._wait(f"cluster state ok on {port}",
                                     lambda port=port: redis_servers.cluster_ok(port))
+
+
+def test_a_named_address_that_is_no_master_is_not_read_from(redis_sentinel):
+    # The sentinels' answer can be stale for a moment; a replica would serve old data.
+    from tiffin.online.redis.aio import AsyncReader
+
+    master = redis_servers.sentinel_master()[1]
+    replica = (redis_servers.SENTINEL_REPLICA_PORT if master == redis_servers.SENTINEL_MASTER_PORT
+               else redis_servers.SENTINEL_MASTER_PORT)
+
+    def reader(port: int) -> AsyncReader:
+        async def resolve() -> tuple[str, int]:
+            return "127.0.0.1", port
+        return AsyncReader({"socket_timeout": TIMEOUT}, resolve=resolve)
+
+    async def main() -> None:
+        to_replica, to_master = reader(replica), reader(master)
+        try:
+            with pytest.raises(StoreUnavailableError, match="not a master"):
+                await to_replica.mget(["tiffin:test:role"])
+            assert await to_master.mget(["tiffin:test:role"]) == [None]
+        finally:
+            to_replica.close()
+            to_master.close()
+
+    asyncio.run(main())

@@ -237,6 +237,10 @@ class AsyncReader:
                             else ("AUTH", self.password))
         if self.db:
             commands.append(("SELECT", self.db))
+        if self.resolve is not None:
+            # The address came from elsewhere (the sentinels): it may be out of date,
+            # and a demoted master would serve stale reads without a word.
+            commands.append(("ROLE",))
         if not commands:
             return proto
         setup: list[asyncio.Future] = []
@@ -251,6 +255,9 @@ class AsyncReader:
                 reply = waiter.result()
                 if isinstance(reply, hiredis.ReplyError):
                     raise _reply_error(reply, "setting up the connection")
+            if self.resolve is not None and setup[-1].result()[0] != b"master":
+                raise StoreUnavailableError(f"Redis at {host}:{port} is not a master "
+                                            f"(yet), though named as one")
         except BaseException as e:
             proto.fail(e if isinstance(e, Exception) else StoreUnavailableError("cancelled"))
             for waiter in setup:  # retrieved: no "exception was never retrieved" warnings
