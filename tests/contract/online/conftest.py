@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import redis_servers
 
 from tiffin import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
 from tiffin.offline.base import online_batch_schema
@@ -41,9 +42,23 @@ class OnlineBackend:
     config: Callable[[Any], dict]
     marks: list = field(default_factory=list)
     read_async: bool = False  # read through get_online_features_async
+    servers: str | None = None  # a session fixture that starts the servers it talks to
 
 
 REDIS = os.environ.get("TIFFIN_TEST_REDIS", "127.0.0.1:6379,db=15")
+REDIS_CLUSTER = ",".join(f"127.0.0.1:{p}" for p in redis_servers.CLUSTER_PORTS)
+REDIS_SENTINELS = ",".join(f"127.0.0.1:{p}" for p in redis_servers.SENTINEL_PORTS)
+
+
+def _cluster(tmp):
+    return {"type": "redis", "redis_type": "redis_cluster", "connection_string": REDIS_CLUSTER}
+
+
+def _sentinel(tmp):
+    return {"type": "redis", "redis_type": "redis_sentinel",
+            "sentinel_master": redis_servers.SENTINEL_NAME,
+            "connection_string": REDIS_SENTINELS}
+
 
 ONLINE_BACKENDS = [
     OnlineBackend("sqlite", lambda tmp: {"type": "sqlite", "path": str(tmp / "online.db")}),
@@ -55,11 +70,35 @@ ONLINE_BACKENDS = [
         "type": "postgres", "host": os.environ.get("TIFFIN_TEST_POSTGRES_HOST", "127.0.0.1"),
         "user": "postgres", "database": "postgres", "db_schema": "tiffin_contract"},
         [pytest.mark.postgres]),
+    OnlineBackend("redis-cluster", _cluster, [pytest.mark.redis], servers="redis_cluster"),
+    OnlineBackend("redis-cluster-async", _cluster, [pytest.mark.redis], read_async=True,
+                  servers="redis_cluster"),
+    OnlineBackend("redis-sentinel", _sentinel, [pytest.mark.redis], servers="redis_sentinel"),
+    OnlineBackend("redis-sentinel-async", _sentinel, [pytest.mark.redis], read_async=True,
+                  servers="redis_sentinel"),
 ]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A 3-master Redis Cluster on 127.0.0.1:7000-7002, for the whole session."""
+    servers = redis_servers.start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory):
+    """A master (7010), its replica (7011) and three sentinels (7020-7022)."""
+    servers = redis_servers.start_sentinel(tmp_path_factory.mktemp("redis-sentinel"))
+    yield servers
+    servers.stop()
 
 
 @pytest.fixture(params=[pytest.param(b, id=b.name, marks=b.marks) for b in ONLINE_BACKENDS])
 def online_backend(request):
+    if request.param.servers:
+        request.getfixturevalue(request.param.servers)
     return request.param
 
 

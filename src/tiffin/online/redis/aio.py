@@ -14,6 +14,11 @@ requests per second rose by 14-28% (three interleaved runs each, with the
 one-send responses of tiffin.server.protocol). At 100 entities a write carried 3
 commands on average but throughput did not change: there Redis's time is per key.
 
+Behind Sentinel, the address is asked of the sentinels (``routing.SentinelResolver``)
+each time a connection is made, so a reader follows a failover once its connection drops
+(or a READONLY reply drops it). On a Redis Cluster, ``routing.ClusterReader`` keeps one
+such reader per node and routes each key by its slot.
+
 Only reads use this (writes keep redis-py and its Lua script support). TCP and TLS
 (``rediss://`` or ``ssl=true`` with default verification) are handled; any other
 connection option (a Unix socket, client certificates) makes ``AsyncReader.usable``
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -38,7 +44,7 @@ _PLAIN = {"host", "port", "db", "password", "username", "socket_timeout",
 
 # Replies that say "not now" (still loading its data after a restart, a script running,
 # a replica without its primary): a 503 to retry, as redis-py's BusyLoadingError is.
-_TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
+_TRANSIENT = ("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
 def _reply_error(reply: Exception, what: str) -> Exception:
@@ -46,6 +52,26 @@ def _reply_error(reply: Exception, what: str) -> Exception:
     if text.startswith(_TRANSIENT):
         return StoreUnavailableError(f"Redis cannot answer yet while {what}: {text}")
     return BackendError(f"Redis failed while {what}: {text}")
+
+
+class _Batch:
+    """Stands in the waiter queue once per command of a batch, like a future would."""
+
+    __slots__ = ("future", "replies", "size")
+
+    def __init__(self, future: asyncio.Future, size: int):
+        self.future, self.replies, self.size = future, [], size
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, reply: Any) -> None:
+        self.replies.append(reply)
+        if len(self.replies) == self.size:
+            self.future.set_result(self.replies)
+
+    def set_exception(self, error: BaseException) -> None:
+        self.future.set_exception(error)
 
 
 class _Protocol(asyncio.Protocol):
@@ -56,6 +82,7 @@ class _Protocol(asyncio.Protocol):
         self.closed = False
         self.loop = asyncio.get_running_loop()
         self.unsent: list[bytes] = []  # this turn's commands, written together at its end
+        self.address = "?"  # host:port, for messages
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -91,6 +118,18 @@ class _Protocol(asyncio.Protocol):
         self.unsent.append(packed)
         return waiter
 
+    def send_batch(self, packed: Sequence[bytes]) -> asyncio.Future:
+        """Send commands back to back; one future gets all their replies, in order (a
+        future, a callback and a loop turn per command cost more than Redis's work)."""
+        if self.closed:
+            raise StoreUnavailableError("the connection to Redis was lost")
+        batch = _Batch(self.loop.create_future(), len(packed))
+        self.waiters.extend([batch] * len(packed))  # type: ignore[list-item]
+        if not self.unsent:
+            self.loop.call_soon(self.flush)
+        self.unsent.extend(packed)
+        return batch.future
+
     def flush(self) -> None:
         unsent, self.unsent = self.unsent, []
         if unsent and not self.closed:
@@ -98,7 +137,12 @@ class _Protocol(asyncio.Protocol):
 
 
 class AsyncReader:
-    def __init__(self, kwargs: dict[str, Any]):
+    """``resolve``, if given, is awaited for the (host, port) to connect to, at every
+    new connection (Sentinel: where the master is now)."""
+
+    def __init__(self, kwargs: dict[str, Any],
+                 resolve: Callable[[], Awaitable[tuple[str, int]]] | None = None):
+        self.resolve = resolve
         conn_class = kwargs.get("connection_class")
         self.tls = bool(kwargs.get("ssl")) or (
             conn_class is not None and conn_class.__name__ == "SSLConnection")
@@ -115,19 +159,40 @@ class AsyncReader:
 
     async def execute(self, packed: bytes) -> Any:
         """Send one packed command and await its reply (an error reply raises)."""
-        proto = await self._connection()
-        loop = asyncio.get_running_loop()
-        # One timer per command, not asyncio.wait_for (a task per call): on expiry the
-        # connection is dropped, failing this and every later command queued on it.
-        timer = loop.call_later(self.timeout, proto.fail, StoreUnavailableError(
-            f"Redis at {self.host}:{self.port} did not answer within {self.timeout:g} s"))
-        try:
-            reply = await proto.send(packed)
-        finally:
-            timer.cancel()
+        (reply,) = await self.execute_many((packed,))
         if isinstance(reply, hiredis.ReplyError):
             raise _reply_error(reply, "reading")
         return reply
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        (reply,) = await self.execute_many((hiredis.pack_command(("MGET", *keys)),))
+        if isinstance(reply, hiredis.ReplyError):
+            raise _reply_error(reply, "reading")
+        return reply
+
+    async def execute_many(self, packed: Sequence[bytes]) -> list[Any]:
+        """Send packed commands back to back and await their replies, error replies
+        included (a cluster reader reads MOVED and ASK from them)."""
+        proto = await self._connection()
+        loop = asyncio.get_running_loop()
+        # One timer per call, not asyncio.wait_for (a task per call): on expiry the
+        # connection is dropped, failing these and every later command queued on it.
+        timer = loop.call_later(self.timeout, proto.fail, StoreUnavailableError(
+            f"Redis at {proto.address} did not answer within {self.timeout:g} s"))
+        try:
+            if len(packed) == 1:
+                replies = [await proto.send(packed[0])]
+            else:
+                replies = await proto.send_batch(packed)
+        finally:
+            timer.cancel()
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("READONLY"):
+                # A replica now (a failover demoted it): the next connection asks again.
+                proto.fail(StoreUnavailableError(f"Redis at {proto.address} is a replica"))
+                raise StoreUnavailableError(f"Redis at {proto.address} is a replica now: "
+                                            f"{reply}")
+        return replies
 
     async def _connection(self) -> _Protocol:
         # Per thread: an SDK user may run event loops in several threads at once.
@@ -157,12 +222,14 @@ class AsyncReader:
         if self.tls:
             import ssl
             ssl_context = ssl.create_default_context()
+        host, port = (self.host, self.port) if self.resolve is None else await self.resolve()
         try:
             _, proto = await asyncio.wait_for(loop.create_connection(
-                _Protocol, self.host, self.port, ssl=ssl_context), self.connect_timeout)
+                _Protocol, host, port, ssl=ssl_context), self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as e:
             raise StoreUnavailableError(
-                f"Redis unreachable at {self.host}:{self.port}: {e or 'timed out'}") from e
+                f"Redis unreachable at {host}:{port}: {e or 'timed out'}") from e
+        proto.address = f"{host}:{port}"
         # As redis-py: AUTH only with a username or a non-empty password.
         commands = []
         if self.username or self.password:
@@ -170,6 +237,10 @@ class AsyncReader:
                             else ("AUTH", self.password))
         if self.db:
             commands.append(("SELECT", self.db))
+        if self.resolve is not None:
+            # The address came from elsewhere (the sentinels): it may be out of date,
+            # and a demoted master would serve stale reads without a word.
+            commands.append(("ROLE",))
         if not commands:
             return proto
         setup: list[asyncio.Future] = []
@@ -177,13 +248,16 @@ class AsyncReader:
             setup = [proto.send(hiredis.pack_command(c)) for c in commands]
             done, _ = await asyncio.wait(setup, timeout=self.connect_timeout)
             if len(done) < len(setup):
-                raise StoreUnavailableError(f"Redis at {self.host}:{self.port} did not "
+                raise StoreUnavailableError(f"Redis at {host}:{port} did not "
                                             f"answer AUTH/SELECT within "
                                             f"{self.connect_timeout:g} s")
             for waiter in setup:
                 reply = waiter.result()
                 if isinstance(reply, hiredis.ReplyError):
                     raise _reply_error(reply, "setting up the connection")
+            if self.resolve is not None and setup[-1].result()[0] != b"master":
+                raise StoreUnavailableError(f"Redis at {host}:{port} is not a master "
+                                            f"(yet), though named as one")
         except BaseException as e:
             proto.fail(e if isinstance(e, Exception) else StoreUnavailableError("cancelled"))
             for waiter in setup:  # retrieved: no "exception was never retrieved" warnings

@@ -9,6 +9,18 @@ Key layout: one string per (project, view, entity key)::
     tiffin:<project>:<view>:#newest       (a string)
         the newest event time ever written for the view, in decimal (freshness)
 
+On a Redis Cluster (``redis_type: redis_cluster``) the entity key is the hash tag, so
+every view's row of one entity lives in one slot, and a view's metadata is tagged with
+the project::
+
+    tiffin:{<project>:<join key values>}:<view>
+    tiffin:{<project>}:<view>:#layouts
+    tiffin:{<project>}:<view>:#newest
+
+A one-entity request then touches one node however many views it reads, and a larger
+one sends one MGET per slot, pipelined per node, to every node at once. A single
+server and a Sentinel-managed master keep the layout above.
+
 Values are positional, in the order of the view's features when the row was
 written; the layout id (a hash of those names and types) says which order. The
 row's first two items are the store interface's (event time, values) pair, so a
@@ -24,9 +36,9 @@ cost three times that and blocked the server for the whole call), and the client
 decodes all the values with one msgpack call over their concatenation: positional
 arrays decode about 4x faster than a map per row.
 
-Writes go through one Lua script per chunk, which keeps a row only if it is
-newer in event time (then created time) than the stored one, so replays and
-late batches never overwrite fresher data. With ``key_ttl_seconds`` (or
+Writes go through one Lua script per chunk (on a cluster: per slot, pipelined per
+node), which keeps a row only if it is newer in event time (then created time) than
+the stored one, so replays and late batches never overwrite fresher data. With ``key_ttl_seconds`` (or
 ``key_ttl_from_view``) keys expire.
 """
 
@@ -52,11 +64,16 @@ from tiffin.types import Array, FeastType, from_micros
 try:
     import msgpack
     import redis
+    import redis.backoff
+    import redis.cluster
+    import redis.retry
+    import redis.sentinel
 
     # Packs a command in C (redis-py's own packer walks the arguments in Python).
     from hiredis import pack_command as _pack_command
 
     from tiffin.online.redis.aio import AsyncReader
+    from tiffin.online.redis.routing import ClusterReader, SentinelResolver, key_slot
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = msgpack = None
 
@@ -67,21 +84,27 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 _HEAD = struct.Struct(">BBq")  # fixarray of 4, int64 tag, event ts
 _TAIL = struct.Struct(">BqBQ")  # int64 tag, created ts (-1: unknown), uint64 tag, layout
 
-# KEYS: the rows' keys, then the view's #layouts hash and #newest string. ARGV: ttl in
-# ms (0: none), the layout id and its description, the chunk's newest event ts, then
-# per row: event ts, created ts (-1 if unknown), value. The layout and the newest
-# event time are recorded in the same call, so no row exists without them. A stored
-# value that is not such a row (a hash from an older tiffin) is replaced.
+# KEYS: the rows' keys, then (ARGV[5] = 2) the view's #layouts hash and #newest string.
+# ARGV: ttl in ms (0: none), the layout id and its description, the chunk's newest event
+# ts, 2 or 0 (whether the last two keys are the view's metadata), then per row: event
+# ts, created ts (-1 if unknown), value. On one server the layout and the newest event
+# time are recorded in the same call, so no row exists without them; on a cluster a
+# script may only touch one slot, so the layout is written before the rows and the
+# newest time after them, by calls of their own. A stored value that is not such a
+# row (a hash from an older tiffin) is replaced.
 _WRITE = """
-local n = #KEYS - 2
-redis.call('HSET', KEYS[n + 1], ARGV[2], ARGV[3])
-local newest = tonumber(redis.call('GET', KEYS[n + 2]))
-if newest == nil or tonumber(ARGV[4]) > newest then
-  redis.call('SET', KEYS[n + 2], ARGV[4])
+local meta = tonumber(ARGV[5])
+local n = #KEYS - meta
+if meta == 2 then
+  redis.call('HSET', KEYS[n + 1], ARGV[2], ARGV[3])
+  local newest = tonumber(redis.call('GET', KEYS[n + 2]))
+  if newest == nil or tonumber(ARGV[4]) > newest then
+    redis.call('SET', KEYS[n + 2], ARGV[4])
+  end
 end
 local ttl = tonumber(ARGV[1])
 for i = 1, n do
-  local at = 3 * i + 2
+  local at = 3 * i + 3
   local ts = tonumber(ARGV[at])
   local cr = tonumber(ARGV[at + 1])
   local cur = redis.pcall('GET', KEYS[i])
@@ -118,6 +141,16 @@ def _array_header(n: int) -> bytes:
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+def _ssl_flag(options: dict[str, Any]) -> dict[str, Any]:
+    """redis-py's cluster and sentinel clients take TLS as ``ssl=True`` (they pick
+    their own connection classes), not as the SSLConnection class a plain pool takes."""
+    options = dict(options)
+    conn_class = options.pop("connection_class", None)
+    if conn_class is not None and conn_class.__name__ == "SSLConnection":
+        options["ssl"] = True
+    return options
+
+
 def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
     """How a stored value becomes the user's value (None: msgpack already gives it)."""
     if isinstance(dtype, Array):  # decoded as a tuple (use_list=False): users get lists
@@ -144,7 +177,9 @@ def _key_part(v: Any) -> str:
 class _Codec:
     """How one view's rows are keyed, laid out and decoded; rebuilt when the view changes."""
 
-    def __init__(self, prefix: str, view: FeatureView):
+    def __init__(self, head: str, tail: str, meta: str, view: FeatureView):
+        """A row's key is ``head + entity key + tail``; ``meta`` starts the view's
+        #layouts and #newest keys."""
         self.view = view
         self.names = [f.name for f in view.features]
         self.types = [str(f.dtype) for f in view.features]
@@ -153,17 +188,17 @@ class _Codec:
         self.layout = int.from_bytes(digest.digest(), "big")
         self.position = {name: i for i, name in enumerate(self.names)}
         self.decoders = {f.name: _decoder(f.dtype) for f in view.features}
-        self.layouts_key = prefix + "#layouts"
-        self.newest_key = prefix + "#newest"
+        self.layouts_key = meta + "#layouts"
+        self.newest_key = meta + "#newest"
         keys = view.entity_columns
         if len(keys) == 1 and keys[0].dtype.name in ("Int32", "Int64"):
-            int_prefix = prefix + "i"  # _key_part of an int, without a call per key
+            int_head = head + "i"  # _key_part of an int, without a call per key
 
             def build(ks: Sequence[tuple]) -> list[str]:
-                return [f"{int_prefix}{k[0]}" for k in ks]
+                return [f"{int_head}{k[0]}{tail}" for k in ks]
         else:
             def build(ks: Sequence[tuple]) -> list[str]:
-                return [prefix + "|".join(_key_part(v) for v in k) for k in ks]
+                return [head + "|".join(_key_part(v) for v in k) + tail for k in ks]
         self.keys = build
         self._pickers: dict[tuple[str, ...], Callable[[list], Sequence[Any]] | None] = {}
 
@@ -193,23 +228,58 @@ class RedisOnlineStore(OnlineStore):
         super().__init__(config, repo_config)
         if redis is None or msgpack is None:
             raise MissingDependencyError("redis", "redis")
-        self.pool = redis.ConnectionPool(**config.connection_kwargs(),
-                                         max_connections=config.max_connections)
-        self.client = redis.Redis(connection_pool=self.pool)
+        self.cluster = config.redis_type == "redis_cluster"
+        self._resolver: SentinelResolver | None = None
+        self._sentinel: Any = None
+        if self.cluster:
+            # One immediate retry (after redis-py reloads the slot map), not its default
+            # backoff over many: during a failover a caller gets a 503 within the socket
+            # timeout, as with one server. MOVED/ASK are followed apart from this.
+            self.client = redis.cluster.RedisCluster(
+                startup_nodes=[redis.cluster.ClusterNode(host, port)
+                               for host, port in config.addresses()],
+                retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+                max_connections=config.max_connections, **_ssl_flag(config.options()))
+            self._aio = ClusterReader(config.options(), config.addresses())
+        elif config.redis_type == "redis_sentinel":
+            # redis-py's Sentinel asks the sentinels for the master at every new
+            # connection and drops one that meets a READONLY reply, so a failover is
+            # followed as connections are replaced. The sentinels get only the timeouts.
+            sentinel = self._sentinel = redis.sentinel.Sentinel(config.addresses(),
+                                               sentinel_kwargs=config.timeouts(),
+                                               **_ssl_flag(config.options()))
+            self.client = sentinel.master_for(config.sentinel_master,
+                                              max_connections=config.max_connections)
+            self.pool = self.client.connection_pool
+            self._resolver = SentinelResolver(config.addresses(), config.sentinel_master,
+                                              config.timeouts())
+            self._aio = AsyncReader(config.options(), resolve=self._resolver)
+        else:
+            self.pool = redis.ConnectionPool(**config.connection_kwargs(),
+                                             max_connections=config.max_connections)
+            self.client = redis.Redis(connection_pool=self.pool)
+            self._aio = AsyncReader(config.connection_kwargs())
         self._script = self.client.register_script(_WRITE)
-        self._aio = AsyncReader(config.connection_kwargs())
         self._codecs: dict[str, _Codec] = {}
         # (view, layout id) -> {feature name: (position, type name)}; layouts never change
         self._layouts: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
 
     def _prefix(self, view: FeatureView) -> str:
+        """What every key of the view (single server), or its metadata (cluster), starts with."""
+        if self.cluster:
+            return f"tiffin:{{{self.project}}}:{view.name}:"
         return f"tiffin:{self.project}:{view.name}:"
 
     def _codec(self, view: FeatureView) -> _Codec:
         # Rebuilt when the registry hands out a new view object (refresh, re-apply).
         codec = self._codecs.get(view.name)
         if codec is None or codec.view is not view:
-            codec = self._codecs[view.name] = _Codec(self._prefix(view), view)
+            if self.cluster:
+                codec = _Codec(f"tiffin:{{{self.project}:", f"}}:{view.name}",
+                               self._prefix(view), view)
+            else:
+                codec = _Codec(self._prefix(view), "", self._prefix(view), view)
+            self._codecs[view.name] = codec
         return codec
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -229,8 +299,15 @@ class RedisOnlineStore(OnlineStore):
     def teardown(self, views: Sequence[FeatureView]) -> None:
         for view in views:
             def drop(view: FeatureView = view) -> None:
+                if self.cluster:  # rows on every master; the metadata in the project's slot
+                    match = f"tiffin:{{{self.project}:*}}:{view.name}"
+                    self.client.unlink(self._prefix(view) + "#layouts",
+                                       self._prefix(view) + "#newest")
+                else:
+                    match = self._prefix(view) + "*"
                 batch = []
-                for key in self.client.scan_iter(match=self._prefix(view) + "*", count=1000):
+                # A cluster client scans every master and splits UNLINK by slot.
+                for key in self.client.scan_iter(match=match, count=1000):
                     batch.append(key)
                     if len(batch) >= 1000:
                         self.client.unlink(*batch)
@@ -243,7 +320,7 @@ class RedisOnlineStore(OnlineStore):
         if not views:
             return {}
         keys = [self._codec(v).newest_key for v in views]
-        found = self._call("reading event times", lambda: self.client.mget(keys))
+        found = self._call("reading event times", lambda: self._mget(keys))
         return {v.name: int(t) for v, t in zip(views, found) if t is not None}
 
     def _ttl_ms(self, view: FeatureView) -> int:
@@ -268,19 +345,66 @@ class RedisOnlineStore(OnlineStore):
         pack = msgpack.Packer().pack
         ttl = self._ttl_ms(view)
         layout = codec.layout
+        head = [ttl, layout, codec.description]
+
+        def row(i: int) -> list[Any]:
+            created = -1 if cr[i] is None else cr[i]
+            return [ts[i], created,
+                    _HEAD.pack(0x94, 0xD3, ts[i]) + pack([col[i] for col in values])
+                    + _TAIL.pack(0xD3, created, 0xCF, layout)]
+
         chunk = 500
+        if self.cluster:
+            self._write_cluster(view, codec, keys, ts, head, row, chunk)
+            return
         for start in range(0, batch.num_rows, chunk):
             stop = min(start + chunk, batch.num_rows)
-            argv: list[Any] = [ttl, layout, codec.description, max(ts[start:stop])]
+            argv: list[Any] = [*head, max(ts[start:stop]), 2]
             for i in range(start, stop):
-                created = -1 if cr[i] is None else cr[i]
-                argv += [ts[i], created,
-                         _HEAD.pack(0x94, 0xD3, ts[i]) + pack([col[i] for col in values])
-                         + _TAIL.pack(0xD3, created, 0xCF, layout)]
+                argv += row(i)
             self._call(f"writing {view.name!r}",
                        lambda rkeys=[*keys[start:stop], codec.layouts_key, codec.newest_key],
                        argv=argv:
                        self._script(keys=rkeys, args=argv))
+
+    def _write_cluster(self, view: FeatureView, codec: _Codec, keys: list[str],
+                       ts: list[int], head: list[Any], row: Callable[[int], list[Any]],
+                       chunk: int) -> None:
+        what = f"writing {view.name!r}"
+        self._call(what, lambda: self.client.hset(codec.layouts_key, str(codec.layout),
+                                                  codec.description))
+        for start in range(0, len(keys), chunk):
+            by_slot: dict[int, list[int]] = {}
+            for i in range(start, min(start + chunk, len(keys))):
+                by_slot.setdefault(key_slot(keys[i]), []).append(i)
+            calls = []
+            for rows in by_slot.values():
+                argv: list[Any] = [*head, 0, 0]
+                for i in rows:
+                    argv += row(i)
+                calls.append(([keys[i] for i in rows], argv))
+            self._call(what, lambda calls=calls: self._run_scripts(calls))
+        self._call(what, lambda: self._script(
+            keys=[codec.layouts_key, codec.newest_key], args=[*head, max(ts), 2]))
+
+    def _run_scripts(self, calls: list[tuple[list[str], list[Any]]]) -> None:
+        """One EVALSHA per slot, in one pipeline: redis-py sends each node its share at
+        once and follows MOVED/ASK. A master that lacks the script (a promoted replica,
+        a restarted node) gets it loaded, and the calls run again: rows are written
+        only if newer, so running one twice changes nothing."""
+        for attempt in (0, 1):
+            pipe = self.client.pipeline(transaction=False)
+            for rkeys, argv in calls:
+                pipe.evalsha(self._script.sha, len(rkeys), *rkeys, *argv)
+            results = pipe.execute(raise_on_error=False)
+            errors = [r for r in results if isinstance(r, Exception)]
+            if not errors:
+                return
+            if attempt == 0 and all(isinstance(e, redis.exceptions.NoScriptError)
+                                    for e in errors):
+                self.client.script_load(_WRITE)
+                continue
+            raise errors[0]
 
     def read(self, view: FeatureView, keys: Sequence[tuple], features: Sequence[str]
              ) -> Rows:
@@ -301,7 +425,7 @@ class RedisOnlineStore(OnlineStore):
         rkeys = self._read_keys(reads)
         if not rkeys:
             return [[] for _ in reads]
-        return self._decode(reads, await self._aio.execute(_pack_command(("MGET", *rkeys))))
+        return self._decode(reads, await self._aio.mget(rkeys))
 
     def _read_keys(self, reads: Sequence[tuple[FeatureView, Sequence[tuple], Sequence[str]]]
                    ) -> list[str]:
@@ -393,6 +517,8 @@ class RedisOnlineStore(OnlineStore):
         return hit
 
     def _mget(self, keys: list[str]) -> list[bytes | None]:
+        if self.cluster:
+            return self._cluster_mget(keys)
         # Straight on a pooled connection: redis-py's command path (argument checks and
         # packing in Python, response callbacks) costs more than Redis takes to answer.
         conn = self.pool.get_connection()
@@ -405,6 +531,55 @@ class RedisOnlineStore(OnlineStore):
         finally:
             self.pool.release(conn)
 
+    def _cluster_mget(self, keys: list[str]) -> list[bytes | None]:
+        """One MGET per slot; each node's MGETs go out in one write, to every node
+        before any reply is read, packed in C. Where redis-py's slot table is out of
+        date (a MOVED or ASK reply) or a node is gone, redis-py's own per-slot MGETs
+        (which follow redirections and reload the table) answer instead; they cost
+        about four times as much in Python, so they are not the everyday path."""
+        by_slot: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            by_slot.setdefault(key_slot(key), []).append(i)
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for slot, at in by_slot.items():
+            node = self.client.get_node_from_key(keys[at[0]])
+            by_node.setdefault(node.name, (node, []))[1].append(slot)
+        taken = []
+        try:
+            for node, slots in by_node.values():
+                pool = self.client.get_redis_connection(node).connection_pool
+                conn = pool.get_connection()
+                taken.append((pool, conn, slots))
+                # Joined: redis-py sends each item of a list with a sendall of its own.
+                conn.send_packed_command((b"".join(
+                    [_pack_command(("MGET", *[keys[i] for i in by_slot[s]])) for s in slots]),))
+            out: list[bytes | None] = [None] * len(keys)
+            for _, conn, slots in taken:
+                for slot in slots:
+                    for i, value in zip(by_slot[slot], conn.read_response()):
+                        out[i] = value
+        except redis.TimeoutError:
+            for _, conn, _ in taken:
+                conn.disconnect()
+            raise  # asking again would double the wait
+        except (redis.ResponseError, redis.ConnectionError):
+            for _, conn, _ in taken:
+                conn.disconnect()  # replies may be left unread on it
+            return self.client.mget_nonatomic(keys)
+        except BaseException:
+            for _, conn, _ in taken:
+                conn.disconnect()
+            raise
+        finally:
+            for pool, conn, _ in taken:
+                pool.release(conn)
+        return out
+
     def close(self) -> None:
         self._aio.close()
+        if self._resolver is not None:
+            self._resolver.close()
+        if self._sentinel is not None:  # its clients of the sentinels are its own
+            for client in self._sentinel.sentinels:
+                client.close()
         self.client.close()
