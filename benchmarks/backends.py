@@ -37,7 +37,8 @@ sys.path.insert(0, HERE)
 import gen_data  # noqa: E402
 
 PG = {"host": "127.0.0.1", "port": 5432, "database": "postgres", "user": "postgres"}
-SCHEMA = "tiffin_bench"
+# TIFFIN_BENCH_PG_SCHEMA: another schema, so that runs side by side do not share tables.
+SCHEMA = os.environ.get("TIFFIN_BENCH_PG_SCHEMA", "tiffin_bench")
 SPARK_CONF = {
     "spark.master": "local[2]",
     "spark.sql.shuffle.partitions": "8",

@@ -171,8 +171,15 @@ def compatible(declared: FeastType, source: pa.DataType) -> bool:
     """Whether a source column can feed a feature declared with ``declared``.
 
     Widening casts are fine (int32 -> Int64, float32 -> Float64); a string
-    column cannot feed a numeric feature.
+    column cannot feed a numeric feature. A decimal column feeds a float feature (the
+    nearest float), a String feature (its exact text) and an integer feature only when
+    its scale is 0 (a fraction would be rounded away).
     """
+    if pa.types.is_decimal(source):
+        if declared == String:
+            return True
+        if declared in (Int32, Int64):
+            return source.scale <= 0
     try:
         found = from_arrow(source)
     except ValueError:

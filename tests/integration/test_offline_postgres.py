@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -235,13 +236,89 @@ def test_every_feature_type_comes_back_exactly(pg, make_store):
     assert all(empty[n] is None and before[n] is None for n, _, _, _ in ALL_TYPES)
 
 
+# NUMERIC values no float64 holds: 2**53 + 1, and 30 digits with a 10-digit fraction.
+BIG_WHOLE = 2**53 + 1
+WIDE = "12345678901234567890.1234567890"
+
+
+def numeric_view(pg: Pg) -> FeatureView:
+    pg.run("CREATE TABLE money (driver_id BIGINT, event_timestamp TIMESTAMPTZ, "
+           "price NUMERIC(30, 10), whole NUMERIC(20, 0), free NUMERIC)")
+    pg.run("INSERT INTO money VALUES "
+           f"(1, '2026-01-01 10:00+00', {WIDE}, {BIG_WHOLE}, 0.1000), "
+           "(2, '2026-01-01 10:00+00', -0.0000000001, -7, 'NaN'), "
+           "(3, '2026-01-01 10:00+00', NULL, NULL, '-Infinity')")
+    return FeatureView(name="money", entities=[DRIVER], ttl=None, source=PostgreSQLSource(
+        name="money", table="money", timestamp_field="event_timestamp"),
+        schema=[Field(name="price", dtype=String), Field(name="whole", dtype=Int64),
+                Field(name="free", dtype=String)])
+
+
+NUMERIC_FEATURES = ["money:price", "money:whole", "money:free"]
+NUMERIC_EXPECTED = {"price": [WIDE, "-0.0000000001", None],
+                    "whole": [BIG_WHOLE, -7, None], "free": ["0.1000", "NaN", "-Infinity"]}
+
+
+def test_numeric_keeps_its_value_through_retrieval(pg, make_store):
+    store = make_store(DRIVER, numeric_view(pg))
+    entity = pa.table({"driver_id": pa.array([1, 2, 3], pa.int64()),
+                       "event_timestamp": pa.array([at("11:00")] * 3)})
+    got = store.get_historical_features(entity, NUMERIC_FEATURES).to_arrow()
+    assert {k: got.column(k).to_pylist() for k in NUMERIC_EXPECTED} == NUMERIC_EXPECTED
+    # from an entity query, a NUMERIC entity column comes back as its decimal
+    sql = ("SELECT driver_id, TIMESTAMPTZ '2026-01-01 11:00+00' AS event_timestamp, "
+           f"CAST({WIDE} AS NUMERIC(30, 10)) AS budget FROM money ORDER BY driver_id")
+    got = store.get_historical_features(sql, NUMERIC_FEATURES).to_arrow()
+    assert got.schema.field("budget").type == pa.decimal128(30, 10)
+    assert got.column("budget").to_pylist() == [Decimal(WIDE)] * 3
+    assert {k: got.column(k).to_pylist() for k in NUMERIC_EXPECTED} == NUMERIC_EXPECTED
+
+
+def test_numeric_keeps_its_value_through_materialization(pg, make_store):
+    store = make_store(DRIVER, numeric_view(pg))
+    [result] = store.materialize(at("00:00"), at("12:00"))
+    assert result.rows == 3
+    online = store.get_online_features(NUMERIC_FEATURES, [{"driver_id": i} for i in (1, 2, 3)])
+    assert {k: v for k, v in online.to_dict().items() if k != "driver_id"} == NUMERIC_EXPECTED
+
+
+def test_numeric_as_float_is_the_nearest_double_and_inferred(pg, make_store):
+    pg.run("CREATE TABLE prices (driver_id BIGINT, event_timestamp TIMESTAMPTZ, "
+           "p NUMERIC(30, 10), special NUMERIC)")
+    pg.run(f"INSERT INTO prices VALUES (1, '2026-01-01 10:00+00', {WIDE}, 'Infinity'), "
+           "(2, '2026-01-01 10:00+00', 0.1, 'NaN')")
+    view = FeatureView(name="prices", entities=[DRIVER], source=PostgreSQLSource(
+        name="prices", table="prices", timestamp_field="event_timestamp"))
+    store = make_store(DRIVER, view)
+    # inferred as Feast does: NUMERIC is a Float64 feature
+    assert [(f.name, f.dtype) for f in store.get_feature_view("prices").features] == \
+        [("p", Float64), ("special", Float64)]
+    entity = pa.table({"driver_id": pa.array([1, 2], pa.int64()),
+                       "event_timestamp": pa.array([at("11:00")] * 2)})
+    got = store.get_historical_features(entity, ["prices:p", "prices:special"]
+                                        ).to_arrow().to_pylist()
+    assert [r["p"] for r in got] == [float(WIDE), 0.1]
+    assert got[0]["special"] == float("inf") and got[1]["special"] != got[1]["special"]
+
+
+def test_numeric_with_a_fraction_cannot_be_an_integer_feature(pg, make_store):
+    pg.run("CREATE TABLE fares (driver_id BIGINT, event_timestamp TIMESTAMPTZ, "
+           "fare NUMERIC(10, 2))")
+    view = FeatureView(name="fares", entities=[DRIVER], schema=[Field(name="fare", dtype=Int64)],
+                       source=PostgreSQLSource(name="fares", table="fares",
+                                               timestamp_field="event_timestamp"))
+    with pytest.raises(DefinitionError, match="declared Int64 but source 'fares' has "
+                                              "decimal128"):
+        make_store(DRIVER, view)
+
+
 def test_source_schema_maps_postgres_types(pg, make_store):
     pg.run("CREATE TABLE wide (a SMALLINT, b NUMERIC(12, 3), c DATE, d TIMESTAMP, "
            "e TIMESTAMPTZ, f JSONB, g UUID, h INTEGER[], i TEXT)")
     store = make_store()
     schema = store.offline_store.source_schema(PostgreSQLSource(table="wide",
                                                                 timestamp_field="d"))
-    assert schema.types == [pa.int16(), pa.float64(), pa.date32(), pa.timestamp("us"),
+    assert schema.types == [pa.int16(), pa.decimal128(12, 3), pa.date32(), pa.timestamp("us"),
                             pa.timestamp("us", "UTC"), pa.string(), pa.string(),
                             pa.list_(pa.int32()), pa.string()]
 

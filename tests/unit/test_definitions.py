@@ -501,6 +501,10 @@ def test_types_to_value_type_and_back(dtype, value_type):
     (String, pa.int64(), False), (Int64, pa.string(), False), (Bool, pa.int8(), False),
     (Array(Float64), pa.list_(pa.float32()), True), (Array(String), pa.list_(pa.int64()), False),
     (String, pa.large_string(), True),
+    # decimals: floats take the nearest value, String the exact text, integers whole values
+    (Float64, pa.decimal128(12, 3), True), (String, pa.decimal128(12, 3), True),
+    (Int64, pa.decimal128(12, 3), False), (Int64, pa.decimal128(20, 0), True),
+    (Int32, pa.decimal256(50, 0), True), (Bool, pa.decimal128(12, 3), False),
 ])
 def test_compatible(declared, arrow, ok):
     assert compatible(declared, arrow) is ok
