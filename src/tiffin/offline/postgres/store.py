@@ -23,6 +23,7 @@ UTC wall times, and sessions run in UTC.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -112,6 +113,10 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
             raise MissingDependencyError("psycopg", "postgres")
         if adbc_pg is None:
             raise MissingDependencyError("adbc-driver-postgresql", "postgres")
+        # ADBC's first connection to a server reads its type catalog (over 100 ms); later
+        # connections cloned from it share what it read. It stays open, idle, until close().
+        self._adbc_root: Any = None
+        self._adbc_lock = threading.Lock()
 
     # -- connections ---------------------------------------------------------------------
     def _conninfo(self) -> str:
@@ -173,10 +178,14 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
         return con
 
     def connect_adbc(self) -> Any:
-        """A new ADBC connection (autocommit, same settings as ``connect``): what reads
-        rows, and the session a retrieval stages its entity rows in."""
+        """A new ADBC connection (one transaction, same settings as ``connect``): what
+        reads rows, and the session a retrieval stages its entity rows in."""
         try:
-            con = adbc_pg.connect(self._conninfo(), autocommit=True)
+            with self._adbc_lock:
+                if self._adbc_root is None:
+                    self._adbc_root = adbc_pg.connect(self._conninfo(), autocommit=True)
+                root = self._adbc_root
+            con = root.adbc_clone()
         except adbc_dbapi.Error as e:
             raise self._connect_error(_adbc_message(e)) from None
         settings = self._settings()
@@ -190,6 +199,12 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
             con.close()
             raise self._settings_error(e) from None
         return con
+
+    def close(self) -> None:
+        with self._adbc_lock:
+            root, self._adbc_root = self._adbc_root, None
+        if root is not None:
+            root.close()
 
     @contextmanager
     def session(self, what: str) -> Iterator[Any]:
