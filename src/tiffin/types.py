@@ -194,7 +194,30 @@ def compatible(declared: FeastType, source: pa.DataType) -> bool:
     return False
 
 
+def decimal_from_text(text: pa.Array | pa.ChunkedArray, target: pa.DataType
+                      ) -> pa.Array | pa.ChunkedArray:
+    """Decimal text (``-12.50``, ``1.5e+22``) as the decimal type ``target``, exactly, or
+    ``pa.ArrowInvalid``.
+
+    pyarrow's string -> decimal cast (26.0 at least) scales the parsed value up to the
+    target's scale without an overflow check: ``"12345678901234567890123"`` as
+    ``decimal128(38, 18)`` comes out as another number. A wrapped-around value is off by
+    at least half its size, so comparing both as floats finds it.
+    """
+    import pyarrow.compute as pc
+
+    out = pc.cast(text, target)  # safe: fails on fraction digits the scale cannot hold
+    want = pc.cast(text, pa.float64())
+    off = pc.greater(pc.abs(pc.subtract(pc.cast(out, pa.float64()), want)),
+                     pc.multiply(pc.abs(want), 1e-6))
+    if pc.any(off).as_py():
+        bad = pc.filter(text, off)[0].as_py()
+        raise pa.ArrowInvalid(f"{bad} does not fit {target}")
+    return out
+
+
 __all__ = [
+    "decimal_from_text",
     "ValueType", "FeastType", "PrimitiveType", "Array",
     "Bytes", "String", "Bool", "Int32", "Int64", "Float32", "Float64", "UnixTimestamp", "Invalid",
     "from_micros", "from_name", "from_value_type", "from_arrow", "compatible",

@@ -301,6 +301,32 @@ def test_numeric_as_float_is_the_nearest_double_and_inferred(pg, make_store):
     assert got[0]["special"] == float("inf") and got[1]["special"] != got[1]["special"]
 
 
+def test_entity_query_columns_of_other_types_read_as_postgres_text(pg, make_store):
+    store = make_store(DRIVER, driver_stats(pg))
+    sql = ("SELECT 1 AS driver_id, TIMESTAMPTZ '2026-01-01 10:30+00' AS event_timestamp, "
+           "'6f1c0a4e-3c1b-4e0f-9a43-2a0f3c7b1d55'::uuid AS u, '{\"a\": [1, 2]}'::jsonb AS j, "
+           "INTERVAL '1 day 02:00' AS i, ARRAY['x'::varchar] AS vs")
+    got = store.get_historical_features(sql, ["driver_stats:trips"]).to_arrow().to_pylist()
+    assert got == [{"driver_id": 1, "event_timestamp": at("10:30"),
+                    "u": "6f1c0a4e-3c1b-4e0f-9a43-2a0f3c7b1d55", "j": '{"a": [1, 2]}',
+                    "i": "1 day 02:00:00", "vs": ["x"], "trips": 10}]
+
+
+@pytest.mark.parametrize("column, message", [
+    ("'NaN'::numeric", "NUMERIC NaN has no decimal128"),
+    ("12345678901234567890123.5::numeric", "does not fit"),  # 23 digits before the point
+    ("'infinity'::timestamptz", "infinity"),
+])
+def test_values_arrow_cannot_hold_are_clear_errors(pg, make_store, column, message):
+    from tiffin.errors import BackendError
+
+    store = make_store(DRIVER, driver_stats(pg))
+    sql = ("SELECT 1 AS driver_id, TIMESTAMPTZ '2026-01-01 10:30+00' AS event_timestamp, "
+           f"{column} AS odd")
+    with pytest.raises(BackendError, match=f"column 'odd'.*{message}"):
+        store.get_historical_features(sql, ["driver_stats:trips"]).to_arrow()
+
+
 def test_numeric_with_a_fraction_cannot_be_an_integer_feature(pg, make_store):
     pg.run("CREATE TABLE fares (driver_id BIGINT, event_timestamp TIMESTAMPTZ, "
            "fare NUMERIC(10, 2))")
@@ -389,6 +415,25 @@ def test_push_offline_appends_to_the_table(pg, make_store):
     with pytest.raises(RequestError):
         store.push("stats_push", {**rows, "trips": [1, "x"]}, to="offline")
     assert pg.run("SELECT count(*) FROM driver_stats WHERE driver_id = 3") == [(2,)]
+
+
+def test_push_offline_into_numeric_columns_keeps_the_values(pg, make_store):
+    view = numeric_view(pg)
+    push = PushSource(name="money_push", batch_source=view.source)
+    pushed = FeatureView(name="pushed_money", entities=[DRIVER], source=push, online=False,
+                         schema=[Field(name="price", dtype=String)])
+    store = make_store(DRIVER, pushed)
+    rows = {"driver_id": [4, 5], "event_timestamp": [at("10:00")] * 2,
+            "price": [Decimal(WIDE), None], "whole": [BIG_WHOLE, None],
+            "free": [0.1, 2.5]}  # floats go in as their shortest text: 0.1, not 0.1000...055
+    assert store.push("money_push", rows, to="offline") == 2
+    assert pg.run("SELECT price::text, whole, free FROM money WHERE driver_id >= 4 "
+                  "ORDER BY driver_id") == [(WIDE, BIG_WHOLE, Decimal("0.1")),
+                                            (None, None, Decimal("2.5"))]
+    # a float with more digits than the column's scale is refused, not rounded
+    with pytest.raises(RequestError, match="'price' cannot be decimal128"):
+        store.push("money_push", {**rows, "price": [0.123456789012, None]}, to="offline")
+    assert pg.run("SELECT count(*) FROM money WHERE driver_id >= 4") == [(2,)]
 
 
 def test_push_to_a_query_source_is_refused(pg, make_store):

@@ -510,6 +510,26 @@ def test_compatible(declared, arrow, ok):
     assert compatible(declared, arrow) is ok
 
 
+def test_decimal_from_text_is_exact_or_an_error():
+    from decimal import Decimal
+
+    from tiffin.types import decimal_from_text
+
+    text = pa.array(["-12.50", "1.5e+3", None, "0.000000000000000001"])
+    assert decimal_from_text(text, pa.decimal128(38, 18)).to_pylist() == \
+        [Decimal("-12.5"), Decimal(1500), None, Decimal("1e-18")]
+    # pyarrow alone turns these into other numbers (the scaled-up value wraps around)
+    for wide in ("12345678901234567890123", "1.5e+22"):
+        with pytest.raises(pa.ArrowInvalid, match="does not fit"):
+            decimal_from_text(pa.array([wide]), pa.decimal128(38, 18))
+    for wide in ("-99999999999999999999999.5", "1" + "0" * 60):
+        with pytest.raises(pa.ArrowInvalid):
+            decimal_from_text(pa.array([wide]), pa.decimal128(38, 18))
+    for lossy in ("0.0000000000000000001", "nan"):
+        with pytest.raises(pa.ArrowInvalid):
+            decimal_from_text(pa.array([lossy]), pa.decimal128(38, 18))
+
+
 def test_unknown_type_name():
     with pytest.raises(ValueError, match="Decimal"):
         from_name("Decimal")

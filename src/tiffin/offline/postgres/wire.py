@@ -30,6 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from tiffin.types import decimal_from_text
+
 UTC_TS = pa.timestamp("us", tz="UTC")
 
 # type OID -> Arrow type (OIDs are fixed for built-in types); NUMERIC (1700) is decimal
@@ -171,7 +173,7 @@ def _numeric(text: pa.Array, target: pa.DataType) -> pa.Array:
         # whole values only: "12.000" is 12, "12.5" fails the cast
         return pc.cast(pc.replace_substring_regex(text, r"\.0*$", ""), target)
     if pa.types.is_decimal(target):
-        return pc.cast(text, target)  # safe: fails on digits the type cannot hold
+        return decimal_from_text(text, target)
     raise pa.ArrowInvalid(f"a NUMERIC column cannot be read as {target}")
 
 
