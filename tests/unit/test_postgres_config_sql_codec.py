@@ -366,7 +366,8 @@ def test_postgres_types_as_arrow(oid, arrow):
 @pytest.mark.parametrize("precision, scale, arrow", [
     (12, 3, pa.decimal128(12, 3)), (38, 0, pa.decimal128(38, 0)),
     (50, 10, pa.decimal256(50, 10)), (3, -2, pa.decimal128(3, -2)),
-    (3, 5, pa.decimal128(5, 5)), (None, None, pa.decimal128(38, 18))])
+    (3, 5, pa.decimal128(5, 5)), (None, None, pa.decimal128(38, 18)),
+    (1000, 900, pa.string())])
 def test_numeric_as_decimal(precision, scale, arrow):
     assert numeric_type(precision, scale) == arrow
     assert arrow_type(1700, precision, scale) == arrow

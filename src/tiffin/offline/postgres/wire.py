@@ -5,15 +5,17 @@ decoded to Arrow in C), so no Python object is made per value. What its Arrow
 types leave to us is done here: NUMERIC arrives as its text, and a column is cast
 to the type the caller asked for (a feature's type).
 
-NUMERIC keeps its value: ``NUMERIC(p, s)`` is ``decimal128(p, s)`` (``decimal256``
-past 38 digits); an unconstrained ``NUMERIC`` is ``decimal128(38, 18)``, and a
-value that does not fit it exactly is an error, never rounded. NaN and
-+/-Infinity have no decimal form: as a decimal or an integer they are an error,
-as a float they are NaN and +/-inf, as text ``NaN``, ``Infinity``,
-``-Infinity``. A feature's type decides what a NUMERIC column is read as: a
-Float64 feature gets the nearest double of the exact value, an integer feature
-the value when it is whole and fits (else an error), a String feature
-PostgreSQL's own text of the value.
+NUMERIC keeps its value. Its Arrow type (source schemas, entity query columns):
+``NUMERIC(p, s)`` is ``decimal128(p, s)``, ``decimal256(p, s)`` past 38 digits and
+PostgreSQL's text past 76; an unconstrained ``NUMERIC`` is ``decimal128(38, 18)``
+(Spark's choice too). A value that does not fit its decimal type exactly is an
+error, never rounded; so are NaN and +/-Infinity, which no decimal holds. A
+NUMERIC column feeding a feature is cast in PostgreSQL to the feature's type: a
+Float64 feature gets the nearest double of the exact value (NaN and +/-inf
+included), a String feature PostgreSQL's own text of it (``12.50``, ``NaN``,
+``Infinity``), an integer feature the value when it fits; an integer feature over a
+NUMERIC with a fraction (scale > 0) is refused when applied (``types.compatible``),
+since PostgreSQL would round.
 
 Rows are written (``write``) as ``COPY ... FROM STDIN (FORMAT csv)``, formatted
 by Arrow's C++ CSV writer; types CSV cannot carry (bytea, arrays) travel as
@@ -59,7 +61,9 @@ def numeric_type(precision: int | None, scale: int | None) -> pa.DataType:
     digits = max(precision, scale)
     if digits <= 38:
         return pa.decimal128(digits, scale)
-    return pa.decimal256(min(digits, 76), scale)
+    if digits <= 76:
+        return pa.decimal256(digits, scale)
+    return pa.string()  # no Arrow decimal holds it: its exact text
 
 
 def arrow_type(oid: int, precision: int | None = None, scale: int | None = None
