@@ -78,8 +78,10 @@ try:
 except ImportError:  # pragma: no cover - only without the extra
     psycopg = None
 try:
-    import adbc_driver_manager.dbapi as adbc_dbapi
-    import adbc_driver_postgresql.dbapi as adbc_pg
+    # The driver manager's low-level API: its DB-API module imports pandas, polars and
+    # pyarrow.dataset when present (over a second on a busy machine).
+    import adbc_driver_manager as adbc
+    import adbc_driver_postgresql as adbc_pg
 except ImportError:  # pragma: no cover - only without the extra
     adbc_pg = None
 
@@ -106,6 +108,53 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+class RowsSession:
+    """One ADBC connection: statements that stream Arrow batches, bulk ingest.
+
+    Its statements and their readers are closed before the connection (ADBC refuses to
+    close a connection with open children).
+    """
+
+    def __init__(self, database: Any):
+        self.connection = adbc.AdbcConnection(database)
+        self._open: list[Any] = []
+
+    def _statement(self, sql: str | None = None) -> Any:
+        st = adbc.AdbcStatement(self.connection)
+        self._open.append(st)
+        if sql is not None:
+            st.set_sql_query(sql)
+        return st
+
+    def run(self, sql: str) -> None:
+        """A statement whose rows, if any, are not wanted (DDL, ANALYZE, set_config)."""
+        self._statement(sql).execute_update()
+
+    def schema(self, sql: str) -> pa.Schema:
+        """The Arrow schema of ``sql``'s rows (planned, never run)."""
+        return pa.schema(self._statement(sql).execute_schema())
+
+    def query(self, sql: str) -> pa.RecordBatchReader:
+        handle, _ = self._statement(sql).execute_query()
+        reader = pa.RecordBatchReader.from_stream(handle)
+        self._open.append(reader)
+        return reader
+
+    def ingest(self, name: str, table: pa.Table) -> None:
+        """``table`` into a new temporary table ``name`` (binary COPY)."""
+        st = self._statement()
+        st.set_options(**{adbc.INGEST_OPTION_TARGET_TABLE: name,
+                          adbc.INGEST_OPTION_MODE: adbc.INGEST_OPTION_MODE_CREATE,
+                          "adbc.ingest.temporary": "true"})
+        st.bind_stream(table)
+        st.execute_update()
+
+    def close(self) -> None:
+        for child in reversed(self._open):
+            child.close()
+        self.connection.close()
+
+
 class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
     def __init__(self, config: PostgreSQLOfflineStoreConfig, repo_config: RepoConfig):
         super().__init__(config, repo_config)
@@ -113,9 +162,9 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
             raise MissingDependencyError("psycopg", "postgres")
         if adbc_pg is None:
             raise MissingDependencyError("adbc-driver-postgresql", "postgres")
-        # ADBC's first connection to a server reads its type catalog (over 100 ms); later
-        # connections cloned from it share what it read. It stays open, idle, until close().
-        self._adbc_root: Any = None
+        # ADBC's database object reads the server's type catalog when made (over 100 ms);
+        # the connections made from it share what it read. It holds no session.
+        self._adbc_database: Any = None
         self._adbc_lock = threading.Lock()
 
     # -- connections ---------------------------------------------------------------------
@@ -177,34 +226,30 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
             raise self._settings_error(e) from None
         return con
 
-    def connect_adbc(self) -> Any:
-        """A new ADBC connection (one transaction, same settings as ``connect``): what
-        reads rows, and the session a retrieval stages its entity rows in."""
+    def connect_adbc(self) -> RowsSession:
+        """A new ADBC connection (autocommit, same settings as ``connect``): what reads
+        rows, and the session a retrieval stages its entity rows in."""
         try:
             with self._adbc_lock:
-                if self._adbc_root is None:
-                    self._adbc_root = adbc_pg.connect(self._conninfo(), autocommit=True)
-                root = self._adbc_root
-            con = root.adbc_clone()
-        except adbc_dbapi.Error as e:
+                if self._adbc_database is None:
+                    self._adbc_database = adbc_pg.connect(self._conninfo())
+                con = RowsSession(self._adbc_database)
+        except adbc.Error as e:
             raise self._connect_error(_adbc_message(e)) from None
         settings = self._settings()
         try:
-            with con.cursor() as cur:
-                cur.execute("SELECT " + ", ".join(
-                    f"set_config({_literal(k)}, {_literal(v)}, false)"
-                    for k, v in settings.items()))
-                cur.fetchall()
-        except adbc_dbapi.Error as e:
+            con.run("SELECT " + ", ".join(f"set_config({_literal(k)}, {_literal(v)}, false)"
+                                          for k, v in settings.items()))
+        except adbc.Error as e:
             con.close()
             raise self._settings_error(e) from None
         return con
 
     def close(self) -> None:
         with self._adbc_lock:
-            root, self._adbc_root = self._adbc_root, None
-        if root is not None:
-            root.close()
+            database, self._adbc_database = self._adbc_database, None
+        if database is not None:
+            database.close()
 
     @contextmanager
     def session(self, what: str) -> Iterator[Any]:
@@ -222,12 +267,12 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
             con.close()
 
     @contextmanager
-    def rows_session(self, what: str) -> Iterator[Any]:
+    def rows_session(self, what: str) -> Iterator[RowsSession]:
         """An ADBC connection for one piece of work; driver errors become tiffin errors."""
         con = self.connect_adbc()
         try:
             yield con
-        except (adbc_dbapi.Error, OSError) as e:
+        except (adbc.Error, OSError) as e:
             message = _adbc_message(e)
             if any(lost in message for lost in ("FATAL:", "server closed the connection",
                                                 "no connection to the server")):
@@ -344,31 +389,29 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
         types = {out: dtype.to_arrow() for v in views for _, out, dtype in v.features}
         return pa.schema([pa.field(n, types[n]) for n in plan.view_outputs])
 
-    def _stream(self, con: Any, sql: str, target: pa.Schema, batch_rows: int
+    def _stream(self, con: RowsSession, sql: str, target: pa.Schema, batch_rows: int
                 ) -> Iterator[pa.RecordBatch]:
         """Run ``sql`` on an ADBC connection and read its rows as ``target``, at most
         ``batch_rows`` a batch (the driver's batches are cut by bytes)."""
-        with con.cursor() as cur:
-            found = cur.adbc_execute_schema(sql)
-            casts = [needs_text(f.type, t.type) for f, t in zip(found, target)]
-            if any(casts):  # PostgreSQL's own text of uuid, json, NUMERIC... for text targets
-                q = DIALECT.quote
-                sql = "SELECT " + ", ".join(
-                    f"CAST(q.{q(f.name)} AS {cast})" if cast else f"q.{q(f.name)}"
-                    for f, cast in zip(found, casts)) + f" FROM ({sql}) AS q"
-            cur.execute(sql)
-            for batch in cur.fetch_record_batch():
-                arrays = []
-                for col, field, source in zip(batch.columns, target, batch.schema):
-                    try:
-                        arrays.append(to_target(col, field.type, is_numeric_field(source)))
-                    except pa.ArrowException as e:
-                        raise BackendError(f"cannot read PostgreSQL's column {field.name!r} "
-                                           f"({col.type}) as {field.type}: "
-                                           f"{_first_line(e)}") from None
-                out = pa.RecordBatch.from_arrays(arrays, schema=target)
-                for start in range(0, out.num_rows, batch_rows):
-                    yield out.slice(start, batch_rows)
+        found = con.schema(sql)
+        casts = [needs_text(f.type, t.type) for f, t in zip(found, target)]
+        if any(casts):  # PostgreSQL's own text of uuid, json, NUMERIC... for text targets
+            q = DIALECT.quote
+            sql = "SELECT " + ", ".join(
+                f"CAST(q.{q(f.name)} AS {cast})" if cast else f"q.{q(f.name)}"
+                for f, cast in zip(found, casts)) + f" FROM ({sql}) AS q"
+        for batch in con.query(sql):
+            arrays = []
+            for col, field, source in zip(batch.columns, target, batch.schema):
+                try:
+                    arrays.append(to_target(col, field.type, is_numeric_field(source)))
+                except pa.ArrowException as e:
+                    raise BackendError(f"cannot read PostgreSQL's column {field.name!r} "
+                                       f"({col.type}) as {field.type}: "
+                                       f"{_first_line(e)}") from None
+            out = pa.RecordBatch.from_arrays(arrays, schema=target)
+            for start in range(0, out.num_rows, batch_rows):
+                yield out.slice(start, batch_rows)
 
     def get_historical_features(self, entity: pa.Table, timestamp_column: str,
                                 plan: FeaturePlan, full_feature_names: bool,
@@ -404,9 +447,8 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
 
     def _stage(self, con: Any, table: pa.Table) -> None:
         """The entity rows into a temporary table of the ADBC session (gone with it)."""
-        with con.cursor() as cur:
-            cur.adbc_ingest(ENTITY_NAME, ingest_ready(table), mode="create", temporary=True)
-            cur.execute(f"ANALYZE {ENTITY_TABLE}")  # temporary tables are never auto-analyzed
+        con.ingest(ENTITY_NAME, ingest_ready(table))
+        con.run(f"ANALYZE {ENTITY_TABLE}")  # temporary tables are never auto-analyzed
 
     def get_historical_features_from_query(self, query: str, plan: FeaturePlan,
                                            full_feature_names: bool, strategy: str = "auto"
@@ -443,12 +485,11 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
 
         def batches(batch_rows: int) -> Iterator[pa.RecordBatch]:
             with self.rows_session("running the point-in-time join") as con:
-                with con.cursor() as cur:
-                    cur.execute(stage)
-                    cur.execute(f"ANALYZE {ENTITY_TABLE}")
-                    cur.execute(f"SELECT MIN({ENTITY_TS}), MAX({ENTITY_TS}) "
-                                f"FROM {ENTITY_TABLE}")
-                    lo, hi = cur.fetchone()
+                con.run(stage)
+                con.run(f"ANALYZE {ENTITY_TABLE}")
+                [row] = con.query(f"SELECT MIN({ENTITY_TS}) AS lo, MAX({ENTITY_TS}) AS hi "
+                                  f"FROM {ENTITY_TABLE}").read_all().to_pylist()
+                lo, hi = row["lo"], row["hi"]
                 # __ts is a UTC wall time; the driver hands it over naive
                 lo, hi = (None if t is None else t.replace(tzinfo=timezone.utc)
                           for t in (lo, hi))
