@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -37,7 +38,10 @@ sys.path.insert(0, HERE)
 import gen_data  # noqa: E402
 
 PG = {"host": "127.0.0.1", "port": 5432, "database": "postgres", "user": "postgres"}
-SCHEMA = "tiffin_bench"
+# TIFFIN_BENCH_PG_SCHEMA: another schema, so that runs side by side do not share tables.
+SCHEMA = os.environ.get("TIFFIN_BENCH_PG_SCHEMA", "tiffin_bench")
+PG_URI = " ".join(f"{k}={v}" for k, v in {"host": PG["host"], "port": PG["port"],
+                                            "dbname": PG["database"], "user": PG["user"]}.items())
 SPARK_CONF = {
     "spark.master": "local[2]",
     "spark.sql.shuffle.partitions": "8",
@@ -108,6 +112,95 @@ def load_postgres(data: str) -> None:
                 "SET stamp = EXCLUDED.stamp",
                 (name, stamp),
             )
+
+
+def _fetch_adbc(database, sql: str) -> int:
+    """Rows of ``sql`` through ADBC's PostgreSQL driver, as the offline store reads them:
+    a connection made from ``database`` (which read the type catalog once)."""
+    from tiffin.offline.postgres.store import RowsSession
+
+    con = RowsSession(database)
+    try:
+        return sum(b.num_rows for b in con.query(sql))
+    finally:
+        con.close()
+
+
+def _fetch_copy_csv(sql: str, batch_rows: int = 65_536) -> int:
+    """Rows of ``sql`` the way tiffin read them before ADBC: ``COPY ... (FORMAT csv)``,
+    ``batch_rows`` messages at a time parsed by Arrow's CSV reader into the columns' types."""
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    by_oid = {20: pa.int64(), 23: pa.int32(), 700: pa.float32(), 701: pa.float64(),
+              1114: pa.timestamp("us"), 1184: pa.timestamp("us", "UTC")}
+    with psycopg.connect(PG_URI, autocommit=True) as con:
+        desc = con.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0").description
+        names = [f"c{i}" for i in range(len(desc))]
+        read = pacsv.ReadOptions(column_names=names, use_threads=False)
+        parse = pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
+        convert = pacsv.ConvertOptions(
+            column_types={n: by_oid.get(d.type_code, pa.string()) for n, d in zip(names, desc)},
+            null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False)
+        rows, buf, n = 0, bytearray(), 0
+
+        def parse_rows(data: bytearray) -> int:
+            return pacsv.read_csv(pa.py_buffer(data), read_options=read, parse_options=parse,
+                                  convert_options=convert).num_rows
+
+        with con.cursor().copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+            for row in copy:
+                buf += row
+                n += 1
+                if n >= batch_rows:
+                    rows += parse_rows(buf)
+                    buf, n = bytearray(), 0
+        return rows + (parse_rows(buf) if n else 0)
+
+
+def pg_fetch_comparison(result_parquet: str, rounds: int = 5) -> dict:
+    """Fetch alone, ADBC vs the hand-written COPY CSV reader tiffin had before, taken in
+    turn (A B, B A, ...): the tiffin training set (loaded into a table) and the driver
+    source table. Each fetch opens its own connection, as a job does."""
+    import adbc_driver_manager
+    import adbc_driver_postgresql
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(result_parquet)
+    table = table.replace_schema_metadata(None).cast(pa.schema([
+        pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else
+                 pa.timestamp("us", f.type.tz) if pa.types.is_timestamp(f.type) else f.type)
+        for f in table.schema]))
+    t0 = time.perf_counter()
+    database = adbc_driver_postgresql.connect(PG_URI)
+    out: dict = {"rounds": rounds, "adbc_first_connection_seconds": time.perf_counter() - t0}
+    con = adbc_driver_manager.AdbcConnection(database)
+    st = adbc_driver_manager.AdbcStatement(con)
+    st.set_options(**{adbc_driver_manager.INGEST_OPTION_TARGET_TABLE: "training_set",
+                      "adbc.ingest.target_db_schema": SCHEMA,
+                      adbc_driver_manager.INGEST_OPTION_MODE: "adbc.ingest.mode.replace"})
+    st.bind_stream(table)
+    st.execute_update()
+    st.close()
+    con.close()
+    for what, sql in (("training_set", f"SELECT * FROM {SCHEMA}.training_set"),
+                      ("driver_source", f"SELECT * FROM {SCHEMA}.drivers")):
+        paths = {"adbc": lambda q: _fetch_adbc(database, q), "copy_csv": _fetch_copy_csv}
+        times: dict = {k: [] for k in paths}
+        rows = set()
+        for i in range(rounds):
+            for name in (("adbc", "copy_csv") if i % 2 == 0 else ("copy_csv", "adbc")):
+                t0 = time.perf_counter()
+                rows.add(paths[name](sql))
+                times[name].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        out[what] = {"rows": rows.pop() if len(rows) == 1 else sorted(rows),
+                     "seconds": times, "median_seconds": med,
+                     "copy_csv_over_adbc": med["copy_csv"] / med["adbc"]}
+    database.close()
+    return out
 
 
 # --------------------------------------------------------------------------- child
@@ -269,6 +362,16 @@ def run(
                 k: c.get(k) for k in ("exact", "mismatching_cells", "mismatches_by_column", "reason")
             }
         sides["comparison"] = cmp
+    pg_tiffin = report["backends"].get("postgres", {}).get("tiffin", {})
+    if pg_tiffin.get("ok"):
+        print(f"[{datetime.now():%H:%M:%S}] postgres fetch alone, ADBC vs COPY CSV ...",
+              end=" ", flush=True)
+        try:
+            report["postgres_fetch"] = pg_fetch_comparison(pg_tiffin["result_parquet"])
+            print("done", flush=True)
+        except Exception as e:  # the comparison is extra: the retrieval figures stand
+            report["postgres_fetch"] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"FAILED: {e}", flush=True)
     return report
 
 
@@ -304,6 +407,21 @@ def render_md(report: dict) -> str:
             r = sides.get(lib)
             if r and not r.get("ok"):
                 lines.append(f"- {backend} {lib} failed: {r.get('error', '')[:400]}")
+    fetch = report.get("postgres_fetch")
+    if fetch and "error" in fetch:
+        lines.append(f"- postgres fetch comparison failed: {fetch['error'][:400]}")
+    elif fetch:
+        for what, label in (("training_set", "tiffin's training set"),
+                            ("driver_source", "the driver source table")):
+            f = fetch[what]
+            med = f["median_seconds"]
+            lines.append(
+                f"- postgres fetch alone, {label} ({f['rows']:,} rows): ADBC {med['adbc']:.2f} s, "
+                f"COPY CSV + Arrow CSV reader {med['copy_csv']:.2f} s (medians of "
+                f"{fetch['rounds']} taken in turn; CSV/ADBC {f['copy_csv_over_adbc']:.2f}x)"
+            )
+        lines.append(f"- ADBC's database object, made once per store (reads the type catalog): "
+                     f"{fetch['adbc_first_connection_seconds'] * 1000:.0f} ms")
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from tiffin.definitions import DataSource, FeatureView, PushSource
 from tiffin.errors import PushSourceNotFoundError, RequestError, did_you_mean
-from tiffin.types import TIMESTAMP
+from tiffin.types import TIMESTAMP, decimal_from_text
 
 if TYPE_CHECKING:
     from tiffin.store import FeatureStore
@@ -50,6 +50,11 @@ def _cast(table: pa.Table, name: str, target: pa.DataType, what: str) -> pa.Chun
             from tiffin.offline.base import utc_timestamps
             col = utc_timestamps(col, name)
             return col if target.tz else pc.cast(col, pa.timestamp(target.unit), safe=False)
+        if pa.types.is_decimal(target) and (pa.types.is_floating(col.type)
+                                            or pa.types.is_string(col.type)):
+            # A float through its shortest text: 0.1 is 0.1, not the 0.1000000000000000055
+            # the binary float holds; digits the decimal cannot hold fail the cast.
+            return decimal_from_text(pc.cast(col, pa.string()), target)
         return pc.cast(col, target)  # safe: 1.5 -> int fails instead of truncating
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as e:
         raise RequestError(f"{what}: column {name!r} cannot be {target}: "

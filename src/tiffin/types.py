@@ -171,8 +171,15 @@ def compatible(declared: FeastType, source: pa.DataType) -> bool:
     """Whether a source column can feed a feature declared with ``declared``.
 
     Widening casts are fine (int32 -> Int64, float32 -> Float64); a string
-    column cannot feed a numeric feature.
+    column cannot feed a numeric feature. A decimal column feeds a float feature (the
+    nearest float), a String feature (its exact text) and an integer feature only when
+    its scale is 0 (a fraction would be rounded away).
     """
+    if pa.types.is_decimal(source):
+        if declared == String:
+            return True
+        if declared in (Int32, Int64):
+            return source.scale <= 0
     try:
         found = from_arrow(source)
     except ValueError:
@@ -187,7 +194,30 @@ def compatible(declared: FeastType, source: pa.DataType) -> bool:
     return False
 
 
+def decimal_from_text(text: pa.Array | pa.ChunkedArray, target: pa.DataType
+                      ) -> pa.Array | pa.ChunkedArray:
+    """Decimal text (``-12.50``, ``1.5e+22``) as the decimal type ``target``, exactly, or
+    ``pa.ArrowInvalid``.
+
+    pyarrow's string -> decimal cast (26.0 at least) scales the parsed value up to the
+    target's scale without an overflow check: ``"12345678901234567890123"`` as
+    ``decimal128(38, 18)`` comes out as another number. A wrapped-around value is off by
+    at least half its size, so comparing both as floats finds it.
+    """
+    import pyarrow.compute as pc
+
+    out = pc.cast(text, target)  # safe: fails on fraction digits the scale cannot hold
+    want = pc.cast(text, pa.float64())
+    off = pc.greater(pc.abs(pc.subtract(pc.cast(out, pa.float64()), want)),
+                     pc.multiply(pc.abs(want), 1e-6))
+    if pc.any(off).as_py():
+        bad = pc.filter(text, off)[0].as_py()
+        raise pa.ArrowInvalid(f"{bad} does not fit {target}")
+    return out
+
+
 __all__ = [
+    "decimal_from_text",
     "ValueType", "FeastType", "PrimitiveType", "Array",
     "Bytes", "String", "Bool", "Int32", "Int64", "Float32", "Float64", "UnixTimestamp", "Invalid",
     "from_micros", "from_name", "from_value_type", "from_arrow", "compatible",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -235,13 +236,115 @@ def test_every_feature_type_comes_back_exactly(pg, make_store):
     assert all(empty[n] is None and before[n] is None for n, _, _, _ in ALL_TYPES)
 
 
+# NUMERIC values no float64 holds: 2**53 + 1, and 30 digits with a 10-digit fraction.
+BIG_WHOLE = 2**53 + 1
+WIDE = "12345678901234567890.1234567890"
+
+
+def numeric_view(pg: Pg) -> FeatureView:
+    pg.run("CREATE TABLE money (driver_id BIGINT, event_timestamp TIMESTAMPTZ, "
+           "price NUMERIC(30, 10), whole NUMERIC(20, 0), free NUMERIC)")
+    pg.run("INSERT INTO money VALUES "
+           f"(1, '2026-01-01 10:00+00', {WIDE}, {BIG_WHOLE}, 0.1000), "
+           "(2, '2026-01-01 10:00+00', -0.0000000001, -7, 'NaN'), "
+           "(3, '2026-01-01 10:00+00', NULL, NULL, '-Infinity')")
+    return FeatureView(name="money", entities=[DRIVER], ttl=None, source=PostgreSQLSource(
+        name="money", table="money", timestamp_field="event_timestamp"),
+        schema=[Field(name="price", dtype=String), Field(name="whole", dtype=Int64),
+                Field(name="free", dtype=String)])
+
+
+NUMERIC_FEATURES = ["money:price", "money:whole", "money:free"]
+NUMERIC_EXPECTED = {"price": [WIDE, "-0.0000000001", None],
+                    "whole": [BIG_WHOLE, -7, None], "free": ["0.1000", "NaN", "-Infinity"]}
+
+
+def test_numeric_keeps_its_value_through_retrieval(pg, make_store):
+    store = make_store(DRIVER, numeric_view(pg))
+    entity = pa.table({"driver_id": pa.array([1, 2, 3], pa.int64()),
+                       "event_timestamp": pa.array([at("11:00")] * 3)})
+    got = store.get_historical_features(entity, NUMERIC_FEATURES).to_arrow()
+    assert {k: got.column(k).to_pylist() for k in NUMERIC_EXPECTED} == NUMERIC_EXPECTED
+    # from an entity query, a NUMERIC entity column comes back as its decimal
+    sql = ("SELECT driver_id, TIMESTAMPTZ '2026-01-01 11:00+00' AS event_timestamp, "
+           f"CAST({WIDE} AS NUMERIC(30, 10)) AS budget FROM money ORDER BY driver_id")
+    got = store.get_historical_features(sql, NUMERIC_FEATURES).to_arrow()
+    assert got.schema.field("budget").type == pa.decimal128(30, 10)
+    assert got.column("budget").to_pylist() == [Decimal(WIDE)] * 3
+    assert {k: got.column(k).to_pylist() for k in NUMERIC_EXPECTED} == NUMERIC_EXPECTED
+
+
+def test_numeric_keeps_its_value_through_materialization(pg, make_store):
+    store = make_store(DRIVER, numeric_view(pg))
+    [result] = store.materialize(at("00:00"), at("12:00"))
+    assert result.rows == 3
+    online = store.get_online_features(NUMERIC_FEATURES, [{"driver_id": i} for i in (1, 2, 3)])
+    assert {k: v for k, v in online.to_dict().items() if k != "driver_id"} == NUMERIC_EXPECTED
+
+
+def test_numeric_as_float_is_the_nearest_double_and_inferred(pg, make_store):
+    pg.run("CREATE TABLE prices (driver_id BIGINT, event_timestamp TIMESTAMPTZ, "
+           "p NUMERIC(30, 10), special NUMERIC)")
+    pg.run(f"INSERT INTO prices VALUES (1, '2026-01-01 10:00+00', {WIDE}, 'Infinity'), "
+           "(2, '2026-01-01 10:00+00', 0.1, 'NaN')")
+    view = FeatureView(name="prices", entities=[DRIVER], source=PostgreSQLSource(
+        name="prices", table="prices", timestamp_field="event_timestamp"))
+    store = make_store(DRIVER, view)
+    # inferred as Feast does: NUMERIC is a Float64 feature
+    assert [(f.name, f.dtype) for f in store.get_feature_view("prices").features] == \
+        [("p", Float64), ("special", Float64)]
+    entity = pa.table({"driver_id": pa.array([1, 2], pa.int64()),
+                       "event_timestamp": pa.array([at("11:00")] * 2)})
+    got = store.get_historical_features(entity, ["prices:p", "prices:special"]
+                                        ).to_arrow().to_pylist()
+    assert [r["p"] for r in got] == [float(WIDE), 0.1]
+    assert got[0]["special"] == float("inf") and got[1]["special"] != got[1]["special"]
+
+
+def test_entity_query_columns_of_other_types_read_as_postgres_text(pg, make_store):
+    store = make_store(DRIVER, driver_stats(pg))
+    sql = ("SELECT 1 AS driver_id, TIMESTAMPTZ '2026-01-01 10:30+00' AS event_timestamp, "
+           "'6f1c0a4e-3c1b-4e0f-9a43-2a0f3c7b1d55'::uuid AS u, '{\"a\": [1, 2]}'::jsonb AS j, "
+           "INTERVAL '1 day 02:00' AS i, ARRAY['x'::varchar] AS vs")
+    got = store.get_historical_features(sql, ["driver_stats:trips"]).to_arrow().to_pylist()
+    assert got == [{"driver_id": 1, "event_timestamp": at("10:30"),
+                    "u": "6f1c0a4e-3c1b-4e0f-9a43-2a0f3c7b1d55", "j": '{"a": [1, 2]}',
+                    "i": "1 day 02:00:00", "vs": ["x"], "trips": 10}]
+
+
+@pytest.mark.parametrize("column, message", [
+    ("'NaN'::numeric", "NUMERIC NaN has no decimal128"),
+    ("12345678901234567890123.5::numeric", "does not fit"),  # 23 digits before the point
+    ("'infinity'::timestamptz", "infinity"),
+])
+def test_values_arrow_cannot_hold_are_clear_errors(pg, make_store, column, message):
+    from tiffin.errors import BackendError
+
+    store = make_store(DRIVER, driver_stats(pg))
+    sql = ("SELECT 1 AS driver_id, TIMESTAMPTZ '2026-01-01 10:30+00' AS event_timestamp, "
+           f"{column} AS odd")
+    with pytest.raises(BackendError, match=f"column 'odd'.*{message}"):
+        store.get_historical_features(sql, ["driver_stats:trips"]).to_arrow()
+
+
+def test_numeric_with_a_fraction_cannot_be_an_integer_feature(pg, make_store):
+    pg.run("CREATE TABLE fares (driver_id BIGINT, event_timestamp TIMESTAMPTZ, "
+           "fare NUMERIC(10, 2))")
+    view = FeatureView(name="fares", entities=[DRIVER], schema=[Field(name="fare", dtype=Int64)],
+                       source=PostgreSQLSource(name="fares", table="fares",
+                                               timestamp_field="event_timestamp"))
+    with pytest.raises(DefinitionError, match="declared Int64 but source 'fares' has "
+                                              "decimal128"):
+        make_store(DRIVER, view)
+
+
 def test_source_schema_maps_postgres_types(pg, make_store):
     pg.run("CREATE TABLE wide (a SMALLINT, b NUMERIC(12, 3), c DATE, d TIMESTAMP, "
            "e TIMESTAMPTZ, f JSONB, g UUID, h INTEGER[], i TEXT)")
     store = make_store()
     schema = store.offline_store.source_schema(PostgreSQLSource(table="wide",
                                                                 timestamp_field="d"))
-    assert schema.types == [pa.int16(), pa.float64(), pa.date32(), pa.timestamp("us"),
+    assert schema.types == [pa.int16(), pa.decimal128(12, 3), pa.date32(), pa.timestamp("us"),
                             pa.timestamp("us", "UTC"), pa.string(), pa.string(),
                             pa.list_(pa.int32()), pa.string()]
 
@@ -312,6 +415,25 @@ def test_push_offline_appends_to_the_table(pg, make_store):
     with pytest.raises(RequestError):
         store.push("stats_push", {**rows, "trips": [1, "x"]}, to="offline")
     assert pg.run("SELECT count(*) FROM driver_stats WHERE driver_id = 3") == [(2,)]
+
+
+def test_push_offline_into_numeric_columns_keeps_the_values(pg, make_store):
+    view = numeric_view(pg)
+    push = PushSource(name="money_push", batch_source=view.source)
+    pushed = FeatureView(name="pushed_money", entities=[DRIVER], source=push, online=False,
+                         schema=[Field(name="price", dtype=String)])
+    store = make_store(DRIVER, pushed)
+    rows = {"driver_id": [4, 5], "event_timestamp": [at("10:00")] * 2,
+            "price": [Decimal(WIDE), None], "whole": [BIG_WHOLE, None],
+            "free": [0.1, 2.5]}  # floats go in as their shortest text: 0.1, not 0.1000...055
+    assert store.push("money_push", rows, to="offline") == 2
+    assert pg.run("SELECT price::text, whole, free FROM money WHERE driver_id >= 4 "
+                  "ORDER BY driver_id") == [(WIDE, BIG_WHOLE, Decimal("0.1")),
+                                            (None, None, Decimal("2.5"))]
+    # a float with more digits than the column's scale is refused, not rounded
+    with pytest.raises(RequestError, match="'price' cannot be decimal128"):
+        store.push("money_push", {**rows, "price": [0.123456789012, None]}, to="offline")
+    assert pg.run("SELECT count(*) FROM money WHERE driver_id >= 4") == [(2,)]
 
 
 def test_push_to_a_query_source_is_refused(pg, make_store):

@@ -501,9 +501,33 @@ def test_types_to_value_type_and_back(dtype, value_type):
     (String, pa.int64(), False), (Int64, pa.string(), False), (Bool, pa.int8(), False),
     (Array(Float64), pa.list_(pa.float32()), True), (Array(String), pa.list_(pa.int64()), False),
     (String, pa.large_string(), True),
+    # decimals: floats take the nearest value, String the exact text, integers whole values
+    (Float64, pa.decimal128(12, 3), True), (String, pa.decimal128(12, 3), True),
+    (Int64, pa.decimal128(12, 3), False), (Int64, pa.decimal128(20, 0), True),
+    (Int32, pa.decimal256(50, 0), True), (Bool, pa.decimal128(12, 3), False),
 ])
 def test_compatible(declared, arrow, ok):
     assert compatible(declared, arrow) is ok
+
+
+def test_decimal_from_text_is_exact_or_an_error():
+    from decimal import Decimal
+
+    from tiffin.types import decimal_from_text
+
+    text = pa.array(["-12.50", "1.5e+3", None, "0.000000000000000001"])
+    assert decimal_from_text(text, pa.decimal128(38, 18)).to_pylist() == \
+        [Decimal("-12.5"), Decimal(1500), None, Decimal("1e-18")]
+    # pyarrow alone turns these into other numbers (the scaled-up value wraps around)
+    for wide in ("12345678901234567890123", "1.5e+22"):
+        with pytest.raises(pa.ArrowInvalid, match="does not fit"):
+            decimal_from_text(pa.array([wide]), pa.decimal128(38, 18))
+    for wide in ("-99999999999999999999999.5", "1" + "0" * 60):
+        with pytest.raises(pa.ArrowInvalid):
+            decimal_from_text(pa.array([wide]), pa.decimal128(38, 18))
+    for lossy in ("0.0000000000000000001", "nan"):
+        with pytest.raises(pa.ArrowInvalid):
+            decimal_from_text(pa.array([lossy]), pa.decimal128(38, 18))
 
 
 def test_unknown_type_name():

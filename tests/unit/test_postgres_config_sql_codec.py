@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,12 +27,14 @@ from tiffin.errors import ConfigError, RequestError, StoreUnavailableError
 from tiffin.offline.base import entity_query
 from tiffin.offline.pit import LatestRows, PointInTimeJoin, SourceColumns, ViewJoin
 from tiffin.offline.postgres.wire import (
-    CopyReader,
-    _array_elements,
     _array_literal,
     arrow_type,
     csv_chunks,
-    pg_type,
+    ingest_ready,
+    is_numeric_field,
+    needs_text,
+    numeric_type,
+    to_target,
 )
 from tiffin.types import Float64, Int64, String
 
@@ -231,52 +234,109 @@ def test_dialect_time_zones_and_types():
         in lateral
 
 
-# -- the COPY codec -------------------------------------------------------------------------
-ARRAYS = [[1, 2, None], [], None, ["a,b", 'c"d', None, "NULL", "", "x\\y", "{}", " sp "],
-          [1.5, float("nan")], [True, False]]
+# -- the codec -------------------------------------------------------------------------------
+@pytest.mark.parametrize("values, literal", [
+    ([1, 2, None], "{1,2,NULL}"), ([], "{}"), (None, None),
+    (["a,b", 'c"d', None, "NULL", "", "x\\y"], '{"a,b","c\\"d",NULL,"NULL","","x\\\\y"}'),
+    ([1.5, float("nan")], "{1.5,NaN}"), ([True, False], "{t,f}")])
+def test_array_literal(values, literal):
+    assert _array_literal(values) == literal
 
 
-@pytest.mark.parametrize("values", ARRAYS, ids=range(len(ARRAYS)))
-def test_array_literal_round_trip(values):
-    text = _array_literal(values)
-    if values is None:
-        assert text is None
-        return
-    back = _array_elements(text)
-    expected = [None if v is None else
-                ("t" if v is True else "f" if v is False else
-                 "NaN" if v != v else str(v)) for v in values]
-    assert back == expected
+def numeric_adbc() -> pa.DataType:
+    """ADBC's NUMERIC type: opaque over its text (pyarrow 18+ knows the opaque type)."""
+    return pa.opaque(pa.string(), type_name="numeric", vendor_name="PostgreSQL")
 
 
-def test_copy_reader_parses_postgres_text_forms():
-    # What COPY (...) TO STDOUT (FORMAT csv) sends for these types (TimeZone UTC).
-    rows = [b't,NaN,2026-01-01 10:00:00.5+00,2026-01-01 10:00:00,"",\\x0102,"{1,NULL,3}",'
-            b'"{""a b"",NULL}",2026-01-02\n',
-            b'f,-Infinity,,,,,"{}",,\n',
-            b',1.5,1900-01-01 00:00:00+00,2026-01-01 10:00:00.000001,"a\nb",\\x,,"{c}",\n']
-    oids = [16, 701, 1184, 1114, 25, 17, 1016, 1009, 1082]
-    target = pa.schema([("b", pa.bool_()), ("f", pa.float64()), ("tz", pa.timestamp("us", "UTC")),
-                        ("naive_as_utc", pa.timestamp("us", "UTC")), ("s", pa.string()),
-                        ("raw", pa.binary()), ("ints", pa.list_(pa.int64())),
-                        ("strs", pa.list_(pa.string())), ("d", pa.date32())])
-    batches = list(CopyReader(oids, target).batches(rows, batch_rows=2))
-    assert [b.num_rows for b in batches] == [2, 1]
-    got = pa.Table.from_batches(batches).to_pylist()
-    assert got[0]["b"] is True and got[0]["f"] != got[0]["f"]
-    assert got[0]["tz"] == datetime(2026, 1, 1, 10, 0, 0, 500000, tzinfo=UTC)
-    assert got[0]["naive_as_utc"] == datetime(2026, 1, 1, 10, tzinfo=UTC)
-    assert (got[0]["s"], got[1]["s"], got[2]["s"]) == ("", None, "a\nb")
-    assert (got[0]["raw"], got[1]["raw"], got[2]["raw"]) == (b"\x01\x02", None, b"")
-    assert (got[0]["ints"], got[1]["ints"], got[2]["ints"]) == ([1, None, 3], [], None)
-    assert (got[0]["strs"], got[2]["strs"]) == (["a b", None], ["c"])
-    assert got[1]["f"] == float("-inf") and got[2]["b"] is None
-    assert got[0]["d"].isoformat() == "2026-01-02"
+def numeric_text(values: list) -> pa.Array:
+    """A column as ADBC's PostgreSQL driver hands NUMERIC over."""
+    return pa.ExtensionArray.from_storage(numeric_adbc(), pa.array(values, pa.string()))
 
 
-def test_a_row_that_is_one_null_column_is_kept():
-    batch = CopyReader([701], pa.schema([("x", pa.float64())])).batch(b"\n1.5\n\n")
-    assert batch.column(0).to_pylist() == [None, 1.5, None]
+NUMERICS = ["12345678901234567890.1234567890", "-0.0000000001", "0.10", None]
+
+
+def test_numeric_reads_exactly_as_decimal_and_text():
+    col = numeric_text(NUMERICS)
+    exact = [None if v is None else Decimal(v) for v in NUMERICS]
+    assert to_target(col, pa.decimal128(30, 10)).to_pylist() == exact
+    assert to_target(col, pa.string()).to_pylist() == NUMERICS
+    assert to_target(col, pa.float64()).to_pylist() == \
+        [None if v is None else float(v) for v in NUMERICS]  # the nearest double
+
+
+def test_numeric_known_by_field_metadata_alone():
+    """pyarrow before 18 sees ADBC's NUMERIC as plain text with the driver's metadata."""
+    plain = pa.field("n", pa.string(), metadata={"POSTGRESQL:type": "numeric"})
+    assert is_numeric_field(plain) and not is_numeric_field(pa.field("s", pa.string()))
+    assert to_target(pa.array(["nan", "2.50"]), pa.string(), numeric=True).to_pylist() == \
+        ["NaN", "2.50"]
+    assert to_target(pa.array(["2.50"]), pa.decimal128(5, 2), numeric=True).to_pylist() == \
+        [Decimal("2.50")]
+
+
+def test_numeric_nan_and_infinity():
+    col = numeric_text(["nan", "inf", "-inf", "1.5"])
+    assert to_target(col, pa.string()).to_pylist() == ["NaN", "Infinity", "-Infinity", "1.5"]
+    f = to_target(col, pa.float64()).to_pylist()
+    assert f[0] != f[0] and f[1:] == [float("inf"), float("-inf"), 1.5]
+    for target in (pa.decimal128(38, 18), pa.int64()):
+        with pytest.raises(pa.ArrowInvalid, match="NUMERIC NaN has no"):
+            to_target(col, target)
+
+
+def test_numeric_as_integer_only_when_whole_and_in_range():
+    assert to_target(numeric_text(["12.000", "-3", None, "9223372036854775807"]),
+                     pa.int64()).to_pylist() == [12, -3, None, 2**63 - 1]
+    for bad in ("12.5", "9223372036854775808"):
+        with pytest.raises(pa.ArrowInvalid):
+            to_target(numeric_text([bad]), pa.int64())
+
+
+def test_numeric_that_does_not_fit_the_decimal_is_an_error_not_a_rounding():
+    with pytest.raises(pa.ArrowInvalid):
+        to_target(numeric_text(["0.1234567890123456789"]), pa.decimal128(38, 18))
+    with pytest.raises(pa.ArrowInvalid):
+        to_target(numeric_text(["1" + "0" * 20]), pa.decimal128(38, 18))
+
+
+def test_numeric_arrays():
+    t = pa.list_(numeric_adbc())
+    col = pa.ListArray.from_arrays(pa.array([0, 2, 2, 3], pa.int32()),
+                                   numeric_text(["1.5", None, "0.25"]), type=t,
+                                   mask=pa.array([False, True, False]))
+    assert to_target(col, pa.list_(pa.float64())).to_pylist() == [[1.5, None], None, [0.25]]
+
+
+def test_infinite_timestamps_are_an_error():
+    # ADBC's reading of 'infinity' and '-infinity': microseconds wrapped around near -2**63
+    ts = pa.array([0, -9222425352054775809], pa.int64()).cast(pa.timestamp("us"))
+    with pytest.raises(pa.ArrowInvalid, match="infinity"):
+        to_target(ts, pa.timestamp("us", "UTC"))
+    naive = pa.array([0, None], pa.int64()).cast(pa.timestamp("us"))
+    assert to_target(naive, pa.timestamp("us", "UTC")).to_pylist() == \
+        [datetime(1970, 1, 1, tzinfo=UTC), None]
+
+
+@pytest.mark.parametrize("found, target, cast", [
+    (pa.string(), pa.string(), None), (pa.binary(16), pa.string(), "text"),
+    (pa.month_day_nano_interval(), pa.string(), "text"), (pa.int64(), pa.float64(), None),
+    (pa.list_(pa.int32()), pa.list_(pa.string()), "text[]"),
+    (pa.list_(pa.string()), pa.list_(pa.string()), None)])
+def test_text_targets_get_postgres_text(found, target, cast):
+    assert needs_text(found, target) == cast
+
+
+def test_ingest_ready_types():
+    table = pa.table({"d": pa.array(["a", "b"]).dictionary_encode(),
+                      "u": pa.array([1, 2], pa.uint32()),
+                      "ts": pa.array([1500, 2000], pa.timestamp("ns", "America/New_York")),
+                      "i": pa.array([1, 2], pa.int8())})
+    out = ingest_ready(table)
+    assert out.schema.types == [pa.string(), pa.int64(), pa.timestamp("us", "UTC"),
+                                pa.int16()]
+    assert out.column("ts").cast(pa.int64()).to_pylist() == [1, 2]
+    assert out.column("d").to_pylist() == ["a", "b"]
 
 
 def test_csv_for_copy_in():
@@ -299,21 +359,22 @@ def test_csv_for_copy_in_writes_times_in_utc():
         b"2026-01-01 10:00:00.000000Z,2026-01-01 10:00:00.000000\n"
 
 
-@pytest.mark.parametrize("arrow, pg", [
-    (pa.int32(), "INTEGER"), (pa.int64(), "BIGINT"), (pa.string(), "TEXT"),
-    (pa.timestamp("us"), "TIMESTAMP"), (pa.timestamp("ns", "UTC"), "TIMESTAMPTZ"),
-    (pa.list_(pa.float32()), "REAL[]"), (pa.dictionary(pa.int8(), pa.string()), "TEXT"),
-    (pa.binary(), "BYTEA"), (pa.uint64(), "NUMERIC(20)")])
-def test_staging_column_types(arrow, pg):
-    assert pg_type(arrow) == pg
-
-
 @pytest.mark.parametrize("oid, arrow", [
-    (20, pa.int64()), (23, pa.int32()), (701, pa.float64()), (1700, pa.float64()),
+    (20, pa.int64()), (23, pa.int32()), (701, pa.float64()),
     (1184, pa.timestamp("us", "UTC")), (1114, pa.timestamp("us")), (1043, pa.string()),
     (3802, pa.string()), (1016, pa.list_(pa.int64())), (1009, pa.list_(pa.string()))])
 def test_postgres_types_as_arrow(oid, arrow):
     assert arrow_type(oid) == arrow
+
+
+@pytest.mark.parametrize("precision, scale, arrow", [
+    (12, 3, pa.decimal128(12, 3)), (38, 0, pa.decimal128(38, 0)),
+    (50, 10, pa.decimal256(50, 10)), (3, -2, pa.decimal128(3, -2)),
+    (3, 5, pa.decimal128(5, 5)), (None, None, pa.decimal128(38, 18)),
+    (1000, 900, pa.string())])
+def test_numeric_as_decimal(precision, scale, arrow):
+    assert numeric_type(precision, scale) == arrow
+    assert arrow_type(1700, precision, scale) == arrow
 
 
 def test_ttl_is_honoured_in_generated_sql():

@@ -1,18 +1,20 @@
 """PostgreSQL offline store: sources are tables or queries, and the joins run in PostgreSQL.
 
-One retrieval is one connection and one transaction:
+Rows travel through ADBC's PostgreSQL driver (Arrow in C, binary ``COPY``);
+psycopg answers what is not rows (source columns, indexes) and appends rows in
+``write``. One retrieval is one ADBC session:
 
-1. The entity rows go into a temporary table (dropped at commit): from a
+1. The entity rows go into a temporary table (gone with the session): from a
    DataFrame only ``__row_id``, ``__ts`` and the join-key columns are sent, by
-   ``COPY``; the other entity_df columns never leave this process and are put
-   back beside the features as they stream in. An entity_df given as SQL is
-   copied into that table by PostgreSQL itself.
+   ADBC's bulk ingest; the other entity_df columns never leave this process and
+   are put back beside the features as they stream in. An entity_df given as SQL
+   is copied into that table by PostgreSQL itself.
 2. The point-in-time join, rendered from ``pit`` by the ``postgres`` dialect
    (PostgreSQL has no ASOF join: strategy ``lateral``, one index probe per entity
    row, when every source table has an index on (join keys, event time), else
-   ``sweep``, one sorted pass), streams back through
-   ``COPY (...) TO STDOUT`` and is parsed into Arrow batches (see ``wire``), so
-   ``to_arrow_batches`` holds one batch at a time.
+   ``sweep``, one sorted pass), streams back as Arrow batches cast to the
+   features' types (see ``wire``, NUMERIC included), so ``to_arrow_batches``
+   holds one batch at a time.
 
 Timestamps: ``timestamptz`` columns are instants and ``timestamp`` columns UTC
 wall times (as a naive column is everywhere in tiffin); both are compared as
@@ -21,6 +23,7 @@ UTC wall times, and sessions run in UTC.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -58,7 +61,15 @@ from tiffin.offline.pit import (
     ViewJoin,
 )
 from tiffin.offline.postgres.config import PostgreSQLOfflineStoreConfig
-from tiffin.offline.postgres.wire import UTC_TS, CopyReader, arrow_type, csv_chunks, pg_type
+from tiffin.offline.postgres.wire import (
+    UTC_TS,
+    arrow_type,
+    csv_chunks,
+    ingest_ready,
+    is_numeric_field,
+    needs_text,
+    to_target,
+)
 from tiffin.types import TIMESTAMP
 
 try:
@@ -66,8 +77,16 @@ try:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 except ImportError:  # pragma: no cover - only without the extra
     psycopg = None
+try:
+    # The driver manager's low-level API: its DB-API module imports pandas, polars and
+    # pyarrow.dataset when present (over a second on a busy machine).
+    import adbc_driver_manager as adbc
+    import adbc_driver_postgresql as adbc_pg
+except ImportError:  # pragma: no cover - only without the extra
+    adbc_pg = None
 
-ENTITY_TABLE = '"__tiffin_entity"'
+ENTITY_NAME = "__tiffin_entity"
+ENTITY_TABLE = f'"{ENTITY_NAME}"'
 DIALECT = PostgresDialect()
 
 
@@ -76,19 +95,80 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _adbc_message(e: BaseException) -> str:
+    """ADBC's message without its prefixes ("IO: [libpq] Failed to ...: ")."""
+    text = _first_line(e)
+    for mark in ("ERROR:", "FATAL:"):
+        if mark in text:
+            return text[text.index(mark):].replace(":  ", ": ", 1)
+    return text
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class RowsSession:
+    """One ADBC connection: statements that stream Arrow batches, bulk ingest.
+
+    Its statements and their readers are closed before the connection (ADBC refuses to
+    close a connection with open children).
+    """
+
+    def __init__(self, database: Any):
+        self.connection = adbc.AdbcConnection(database)
+        self._open: list[Any] = []
+
+    def _statement(self, sql: str | None = None) -> Any:
+        st = adbc.AdbcStatement(self.connection)
+        self._open.append(st)
+        if sql is not None:
+            st.set_sql_query(sql)
+        return st
+
+    def run(self, sql: str) -> None:
+        """A statement whose rows, if any, are not wanted (DDL, ANALYZE, set_config)."""
+        self._statement(sql).execute_update()
+
+    def schema(self, sql: str) -> pa.Schema:
+        """The Arrow schema of ``sql``'s rows (planned, never run)."""
+        return pa.schema(self._statement(sql).execute_schema())
+
+    def query(self, sql: str) -> pa.RecordBatchReader:
+        handle, _ = self._statement(sql).execute_query()
+        reader = pa.RecordBatchReader.from_stream(handle)
+        self._open.append(reader)
+        return reader
+
+    def ingest(self, name: str, table: pa.Table) -> None:
+        """``table`` into a new temporary table ``name`` (binary COPY)."""
+        st = self._statement()
+        st.set_options(**{adbc.INGEST_OPTION_TARGET_TABLE: name,
+                          adbc.INGEST_OPTION_MODE: adbc.INGEST_OPTION_MODE_CREATE,
+                          "adbc.ingest.temporary": "true"})
+        st.bind_stream(table)
+        st.execute_update()
+
+    def close(self) -> None:
+        for child in reversed(self._open):
+            child.close()
+        self.connection.close()
+
+
 class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
     def __init__(self, config: PostgreSQLOfflineStoreConfig, repo_config: RepoConfig):
         super().__init__(config, repo_config)
         if psycopg is None:
             raise MissingDependencyError("psycopg", "postgres")
+        if adbc_pg is None:
+            raise MissingDependencyError("adbc-driver-postgresql", "postgres")
+        # ADBC's database object reads the server's type catalog when made (over 100 ms);
+        # the connections made from it share what it read. It holds no session.
+        self._adbc_database: Any = None
+        self._adbc_lock = threading.Lock()
 
     # -- connections ---------------------------------------------------------------------
-    def connect(self) -> Any:
-        """A new connection in autocommit mode, in UTC, searching ``db_schema`` first.
-
-        One per job, like a DuckDB connection: jobs never share a session (their temporary
-        tables), and a long join never holds a pooled connection others wait for.
-        """
+    def _conninfo(self) -> str:
         cfg = self.config
         if cfg.dsn is not None:
             dsn = cfg.dsn.get_secret_value()
@@ -97,37 +177,79 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
             conninfo = make_conninfo(dsn, **extra)
         else:
             conninfo = make_conninfo("", **cfg.connection_params())
-        try:
-            con = psycopg.connect(conninfo, autocommit=True, application_name="tiffin",
-                                  client_encoding="UTF8")
-        except psycopg.OperationalError as e:
-            message = _first_line(e)
-            if "FATAL:" in message and not any(
-                    busy in message for busy in ("starting up", "shutting down", "too many",
-                                                 "recovery")):
-                # The server answered and said no (role, password, database): retrying
-                # will not help.
-                raise BackendError(f"PostgreSQL at {cfg.where()} refused the connection: "
-                                   f"{message}", hint="check user, password and database in "
-                                   "offline_store in feature_store.yaml") from None
-            raise StoreUnavailableError(
-                f"cannot connect to PostgreSQL at {cfg.where()}: {message}",
-                hint="is the server running and reachable? check offline_store in "
-                     "feature_store.yaml") from None
+        return make_conninfo(conninfo, application_name="tiffin", client_encoding="UTF8")
+
+    def _settings(self) -> dict[str, str]:
+        cfg = self.config
         schemas = '"' + cfg.db_schema.replace('"', '""') + '"'
         if cfg.db_schema != "public":
             schemas += ", public"
-        settings = {"TimeZone": "UTC", "search_path": schemas, **cfg.settings}
+        return {"TimeZone": "UTC", "search_path": schemas, **cfg.settings}
+
+    def _connect_error(self, message: str) -> Exception:
+        where = self.config.where()
+        if "FATAL:" in message and not any(
+                busy in message for busy in ("starting up", "shutting down", "too many",
+                                             "recovery")):
+            # The server answered and said no (role, password, database): retrying
+            # will not help.
+            return BackendError(f"PostgreSQL at {where} refused the connection: {message}",
+                                hint="check user, password and database in offline_store "
+                                     "in feature_store.yaml")
+        return StoreUnavailableError(
+            f"cannot connect to PostgreSQL at {where}: {message}",
+            hint="is the server running and reachable? check offline_store in "
+                 "feature_store.yaml")
+
+    def _settings_error(self, e: Exception) -> BackendError:
+        return BackendError(f"PostgreSQL rejected the session settings {self._settings()}: "
+                            f"{_first_line(e)}",
+                            hint="check offline_store.settings in feature_store.yaml")
+
+    def connect(self) -> Any:
+        """A new psycopg connection in autocommit mode, in UTC, searching ``db_schema``
+        first: for what is not rows (schemas, indexes) and for ``write``.
+
+        One per job, like a DuckDB connection: jobs never share a session (their temporary
+        tables), and a long join never holds a pooled connection others wait for.
+        """
+        try:
+            con = psycopg.connect(self._conninfo(), autocommit=True)
+        except psycopg.OperationalError as e:
+            raise self._connect_error(_first_line(e)) from None
+        settings = self._settings()
         try:
             con.execute("SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(settings)),
                         [x for kv in settings.items() for x in kv])
         except psycopg.Error as e:
             con.close()
-            raise BackendError(f"PostgreSQL rejected the session settings {settings}: "
-                               f"{_first_line(e)}",
-                               hint="check offline_store.settings in feature_store.yaml"
-                               ) from None
+            raise self._settings_error(e) from None
         return con
+
+    def connect_adbc(self) -> RowsSession:
+        """A new ADBC connection (autocommit, same settings as ``connect``): what reads
+        rows, and the session a retrieval stages its entity rows in."""
+        try:
+            with self._adbc_lock:
+                if self._adbc_database is None:
+                    self._adbc_database = adbc_pg.connect(self._conninfo())
+                con = RowsSession(self._adbc_database)
+        except adbc.Error as e:
+            raise self._connect_error(_adbc_message(e)) from None
+        settings = self._settings()
+        try:
+            con.run("SELECT " + ", ".join(f"set_config({_literal(k)}, {_literal(v)}, false)"
+                                          for k, v in settings.items()))
+        except adbc.Error as e:
+            con.close()
+            raise self._settings_error(e) from None
+        return con
+
+    def close(self) -> None:
+        with self._adbc_lock:
+            database, self._adbc_database = self._adbc_database, None
+        if database is not None:
+            database.close()
 
     @contextmanager
     def session(self, what: str) -> Iterator[Any]:
@@ -141,6 +263,23 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
                                             f"{self.config.where()} while {what}: "
                                             f"{_first_line(e)}") from None
             raise BackendError(f"PostgreSQL failed while {what}: {_first_line(e)}") from None
+        finally:
+            con.close()
+
+    @contextmanager
+    def rows_session(self, what: str) -> Iterator[RowsSession]:
+        """An ADBC connection for one piece of work; driver errors become tiffin errors."""
+        con = self.connect_adbc()
+        try:
+            yield con
+        except (adbc.Error, OSError) as e:
+            message = _adbc_message(e)
+            if any(lost in message for lost in ("FATAL:", "server closed the connection",
+                                                "no connection to the server")):
+                raise StoreUnavailableError(f"lost the connection to PostgreSQL at "
+                                            f"{self.config.where()} while {what}: "
+                                            f"{message}") from None
+            raise BackendError(f"PostgreSQL failed while {what}: {message}") from None
         finally:
             con.close()
 
@@ -176,7 +315,8 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
         except (psycopg.ProgrammingError, psycopg.DataError) as e:
             raise DefinitionError(f"source {batch.name!r}{batch.where()}: cannot read it: "
                                   f"{_first_line(e)}") from None
-        return pa.schema([pa.field(d.name, arrow_type(d.type_code)) for d in cur.description])
+        return pa.schema([pa.field(d.name, arrow_type(d.type_code, d.precision, d.scale))
+                          for d in cur.description])
 
     def _table_names(self, con: Any) -> list[str]:
         """Tables and views in reach, unqualified (search path) and qualified."""
@@ -249,17 +389,29 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
         types = {out: dtype.to_arrow() for v in views for _, out, dtype in v.features}
         return pa.schema([pa.field(n, types[n]) for n in plan.view_outputs])
 
-    def _stream(self, con: Any, sql: str, target: pa.Schema, batch_rows: int
+    def _stream(self, con: RowsSession, sql: str, target: pa.Schema, batch_rows: int
                 ) -> Iterator[pa.RecordBatch]:
-        """Run ``sql`` and parse its rows as ``target`` (described first for column types)."""
-        cur = con.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
-        reader = CopyReader([d.type_code for d in cur.description], target)
-        with con.cursor().copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
-            try:
-                yield from reader.batches(copy, batch_rows)
-            except (pa.ArrowException, ValueError) as e:  # e.g. 'infinity' timestamps
-                raise BackendError(f"cannot read PostgreSQL's rows as {target}: "
-                                   f"{_first_line(e)}") from None
+        """Run ``sql`` on an ADBC connection and read its rows as ``target``, at most
+        ``batch_rows`` a batch (the driver's batches are cut by bytes)."""
+        found = con.schema(sql)
+        casts = [needs_text(f.type, t.type) for f, t in zip(found, target)]
+        if any(casts):  # PostgreSQL's own text of uuid, json, NUMERIC... for text targets
+            q = DIALECT.quote
+            sql = "SELECT " + ", ".join(
+                f"CAST(q.{q(f.name)} AS {cast})" if cast else f"q.{q(f.name)}"
+                for f, cast in zip(found, casts)) + f" FROM ({sql}) AS q"
+        for batch in con.query(sql):
+            arrays = []
+            for col, field, source in zip(batch.columns, target, batch.schema):
+                try:
+                    arrays.append(to_target(col, field.type, is_numeric_field(source)))
+                except pa.ArrowException as e:
+                    raise BackendError(f"cannot read PostgreSQL's column {field.name!r} "
+                                       f"({col.type}) as {field.type}: "
+                                       f"{_first_line(e)}") from None
+            out = pa.RecordBatch.from_arrays(arrays, schema=target)
+            for start in range(0, out.num_rows, batch_rows):
+                yield out.slice(start, batch_rows)
 
     def get_historical_features(self, entity: pa.Table, timestamp_column: str,
                                 plan: FeaturePlan, full_feature_names: bool,
@@ -279,7 +431,7 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
 
         def batches(batch_rows: int) -> Iterator[pa.RecordBatch]:
             done = 0
-            with self.session("running the point-in-time join") as con, con.transaction():
+            with self.rows_session("running the point-in-time join") as con:
                 self._stage(con, staged)
                 for batch in self._stream(con, sql, features, batch_rows):
                     part = entity.slice(done, batch.num_rows)
@@ -294,12 +446,9 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
         return self._job(batches, out_schema, sql, full_feature_names, plan, lo, hi)
 
     def _stage(self, con: Any, table: pa.Table) -> None:
-        cols = ", ".join(f"{DIALECT.quote(f.name)} {pg_type(f.type)}" for f in table.schema)
-        con.execute(f"CREATE TEMPORARY TABLE {ENTITY_TABLE} ({cols}) ON COMMIT DROP")
-        with con.cursor().copy(f"COPY {ENTITY_TABLE} FROM STDIN (FORMAT csv)") as copy:
-            for chunk in csv_chunks(table):
-                copy.write(chunk)
-        con.execute(f"ANALYZE {ENTITY_TABLE}")  # temporary tables are never auto-analyzed
+        """The entity rows into a temporary table of the ADBC session (gone with it)."""
+        con.ingest(ENTITY_NAME, ingest_ready(table))
+        con.run(f"ANALYZE {ENTITY_TABLE}")  # temporary tables are never auto-analyzed
 
     def get_historical_features_from_query(self, query: str, plan: FeaturePlan,
                                            full_feature_names: bool, strategy: str = "auto"
@@ -315,7 +464,8 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
             except (psycopg.ProgrammingError, psycopg.DataError) as e:
                 raise RequestError(f"entity_df query failed: {_first_line(e)}") from None
             views, strategy = self._views(con, plan, strategy)
-        schema = pa.schema([pa.field(d.name, arrow_type(d.type_code)) for d in desc])
+        schema = pa.schema([pa.field(d.name, arrow_type(d.type_code, d.precision, d.scale))
+                            for d in desc])
         ts_col = check_entity_columns(schema, plan)
         entity_columns = schema.names
         ts_type = schema.field(ts_col).type
@@ -323,7 +473,7 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
             ts = DIALECT.as_utc(f"q.{q(ts_col)}", zoned=ts_type == UTC_TS)
         else:  # ISO text: with an offset it is an instant, without one UTC
             ts = DIALECT.as_utc(f"CAST(q.{q(ts_col)} AS TIMESTAMPTZ)", zoned=True)
-        stage = (f"CREATE TEMPORARY TABLE {ENTITY_TABLE} ON COMMIT DROP AS SELECT q.*, "
+        stage = (f"CREATE TEMPORARY TABLE {ENTITY_TABLE} AS SELECT q.*, "
                  f"ROW_NUMBER() OVER () AS {ROW_ID}, {ts} AS {ENTITY_TS} FROM ({query}) AS q")
         features = self._feature_schema(views, plan)
         out_schema = pa.schema([schema.field(c) if c != ts_col else pa.field(c, TIMESTAMP)
@@ -334,12 +484,13 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
                                    feature_order=plan.view_outputs).render(DIALECT)
 
         def batches(batch_rows: int) -> Iterator[pa.RecordBatch]:
-            with self.session("running the point-in-time join") as con, con.transaction():
-                con.execute(stage)
-                con.execute(f"ANALYZE {ENTITY_TABLE}")
-                lo, hi = con.execute(f"SELECT MIN({ENTITY_TS}), MAX({ENTITY_TS}) "
-                                     f"FROM {ENTITY_TABLE}").fetchone()
-                # __ts is a UTC wall time; psycopg hands it over naive
+            with self.rows_session("running the point-in-time join") as con:
+                con.run(stage)
+                con.run(f"ANALYZE {ENTITY_TABLE}")
+                [row] = con.query(f"SELECT MIN({ENTITY_TS}) AS lo, MAX({ENTITY_TS}) AS hi "
+                                  f"FROM {ENTITY_TABLE}").read_all().to_pylist()
+                lo, hi = row["lo"], row["hi"]
+                # __ts is a UTC wall time; the driver hands it over naive
                 lo, hi = (None if t is None else t.replace(tzinfo=timezone.utc)
                           for t in (lo, hi))
                 yield from self._stream(con, render(lo, hi), out_schema, batch_rows)
@@ -373,7 +524,7 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
         target = online_batch_schema(view)
 
         def batches() -> Iterator[pa.RecordBatch]:
-            with self.session(f"reading {view.name!r} from its source") as con:
+            with self.rows_session(f"reading {view.name!r} from its source") as con:
                 yield from self._stream(con, sql, target, batch_rows)
 
         return pa.RecordBatchReader.from_batches(target, batches())

@@ -1,68 +1,80 @@
-"""Arrow <-> PostgreSQL: column types both ways, and CSV for ``COPY`` in and out.
+"""Arrow <-> PostgreSQL: column types both ways, CSV for ``COPY`` in, ADBC's batches out.
 
-Rows cross the wire as ``COPY ... (FORMAT csv)``: Arrow's C++ CSV writer and
-reader do the formatting and parsing, so no Python object is made per value
-(a cursor fetch builds one per value, several times slower). PostgreSQL sends
-``COPY TO`` data one row per message, so a run of whole messages is a run of
-whole lines: the reader parses every ``batch_rows`` messages as one batch and
-never holds more. Types CSV cannot carry (bytea, arrays) travel as
-PostgreSQL's text form and are converted here.
+Rows are read with ADBC's PostgreSQL driver (``COPY ... TO STDOUT (FORMAT binary)``
+decoded to Arrow in C), so no Python object is made per value. What its Arrow
+types leave to us is done here: NUMERIC arrives as its text, and a column is cast
+to the type the caller asked for (a feature's type).
+
+NUMERIC keeps its value. Its Arrow type (source schemas, entity query columns):
+``NUMERIC(p, s)`` is ``decimal128(p, s)``, ``decimal256(p, s)`` past 38 digits and
+PostgreSQL's text past 76; an unconstrained ``NUMERIC`` is ``decimal128(38, 18)``
+(Spark's choice too). A value that does not fit its decimal type exactly is an
+error, never rounded; so are NaN and +/-Infinity, which no decimal holds. A
+NUMERIC column feeding a feature is cast in PostgreSQL to the feature's type: a
+Float64 feature gets the nearest double of the exact value (NaN and +/-inf
+included), a String feature PostgreSQL's own text of it (``12.50``, ``NaN``,
+``Infinity``), an integer feature the value when it fits; an integer feature over a
+NUMERIC with a fraction (scale > 0) is refused when applied (``types.compatible``),
+since PostgreSQL would round.
+
+Rows are written (``write``) as ``COPY ... FROM STDIN (FORMAT csv)``, formatted
+by Arrow's C++ CSV writer; types CSV cannot carry (bytea, arrays) travel as
+PostgreSQL's text form.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from tiffin.types import decimal_from_text
+
 UTC_TS = pa.timestamp("us", tz="UTC")
 
-# type OID -> Arrow type (OIDs are fixed for built-in types)
+# type OID -> Arrow type (OIDs are fixed for built-in types); NUMERIC (1700) is decimal
 _SCALARS: dict[int, pa.DataType] = {
     16: pa.bool_(), 17: pa.binary(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(),
-    26: pa.int64(), 700: pa.float32(), 701: pa.float64(), 1700: pa.float64(),
+    26: pa.int64(), 700: pa.float32(), 701: pa.float64(),
     1082: pa.date32(), 1114: pa.timestamp("us"), 1184: UTC_TS,
 }
+NUMERIC_OID = 1700
 # array type OID -> element type OID
 _ARRAYS = {1000: 16, 1001: 17, 1005: 21, 1007: 23, 1016: 20, 1028: 26, 1021: 700, 1022: 701,
            1231: 1700, 1182: 1082, 1115: 1114, 1185: 1184, 1009: 25, 1015: 1043, 1014: 1042,
            1002: 18, 1003: 19, 199: 114, 3807: 3802, 2951: 2950}
+# An unconstrained NUMERIC has no declared scale; Spark reads it as DECIMAL(38, 18) too.
+UNCONSTRAINED_NUMERIC = pa.decimal128(38, 18)
 
 
-def arrow_type(oid: int) -> pa.DataType:
+def numeric_type(precision: int | None, scale: int | None) -> pa.DataType:
+    """The Arrow type of ``NUMERIC(precision, scale)``; ``None``: unconstrained."""
+    if precision is None:
+        return UNCONSTRAINED_NUMERIC
+    scale = scale or 0
+    # PostgreSQL 15 allows a scale above the precision (0.00123 as NUMERIC(3, 5)); Arrow
+    # does not, and the digits needed are the larger of the two.
+    digits = max(precision, scale)
+    if digits <= 38:
+        return pa.decimal128(digits, scale)
+    if digits <= 76:
+        return pa.decimal256(digits, scale)
+    return pa.string()  # no Arrow decimal holds it: its exact text
+
+
+def arrow_type(oid: int, precision: int | None = None, scale: int | None = None
+               ) -> pa.DataType:
     """The Arrow type a PostgreSQL column of this type OID reads as (text for the rest:
-    varchar, json, uuid, enums, intervals...)."""
+    varchar, json, uuid, enums, intervals...); ``precision``/``scale``: a NUMERIC's."""
     if oid in _ARRAYS:
         return pa.list_(arrow_type(_ARRAYS[oid]))
+    if oid == NUMERIC_OID:
+        return numeric_type(precision, scale)
     return _SCALARS.get(oid, pa.string())
-
-
-def pg_type(t: pa.DataType) -> str:
-    """A PostgreSQL column type that holds this Arrow type (for staging tables)."""
-    if pa.types.is_dictionary(t):
-        return pg_type(t.value_type)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return pg_type(t.value_type) + "[]"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-    if pa.types.is_decimal(t):
-        return f"NUMERIC({t.precision}, {t.scale})"
-    if pa.types.is_unsigned_integer(t):
-        return {8: "SMALLINT", 16: "INTEGER", 32: "BIGINT"}.get(t.bit_width, "NUMERIC(20)")
-    for test, name in ((pa.types.is_boolean, "BOOLEAN"), (pa.types.is_int8, "SMALLINT"),
-                       (pa.types.is_int16, "SMALLINT"), (pa.types.is_int32, "INTEGER"),
-                       (pa.types.is_int64, "BIGINT"), (pa.types.is_float16, "REAL"),
-                       (pa.types.is_float32, "REAL"), (pa.types.is_float64, "DOUBLE PRECISION"),
-                       (pa.types.is_date, "DATE"), (pa.types.is_time, "TIME"),
-                       (pa.types.is_binary, "BYTEA"), (pa.types.is_large_binary, "BYTEA"),
-                       (pa.types.is_fixed_size_binary, "BYTEA")):
-        if test(t):
-            return name
-    return "TEXT"
 
 
 # -- Arrow -> COPY FROM ----------------------------------------------------------------------
@@ -118,114 +130,105 @@ def csv_chunks(table: pa.Table, rows_per_chunk: int = 65_536) -> Iterator[bytes]
         yield buf.getvalue()
 
 
-# -- COPY TO -> Arrow ------------------------------------------------------------------------
-def _parse_type(oid: int) -> pa.DataType:
-    """What Arrow's CSV reader parses a column as; text for what needs converting after."""
-    t = arrow_type(oid)
-    if pa.types.is_list(t) or pa.types.is_binary(t):
-        return pa.string()
-    return t
+# -- ADBC -> Arrow ---------------------------------------------------------------------------
+_TEXT_FORMS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
-def _array_elements(text: str) -> list[str | None]:
-    """The elements of a one-dimensional array literal ``{1,NULL,"a b"}`` as text."""
-    if not (text.startswith("{") and text.endswith("}")):
-        raise ValueError(f"not a one-dimensional array: {text[:40]!r}")
-    body, out, i, n = text[1:-1], [], 0, len(text) - 2
-    while i < n:
-        if body[i] == '"':
-            i += 1
-            chars = []
-            while body[i] != '"':
-                if body[i] == "\\":
-                    i += 1
-                chars.append(body[i])
-                i += 1
-            out.append("".join(chars))
-            i += 1
-        else:
-            j = body.find(",", i)
-            j = n if j < 0 else j
-            word = body[i:j]
-            if word.startswith("{"):
-                raise ValueError("multi-dimensional arrays are not supported")
-            out.append(None if word == "NULL" else word)
-            i = j
-        i += 1  # the comma
-    return out
+def is_numeric(t: pa.DataType) -> bool:
+    """ADBC's NUMERIC: an opaque extension type over its text."""
+    return isinstance(t, pa.BaseExtensionType) and getattr(t, "type_name", None) == "numeric"
 
 
-def _from_text(values: pa.Array, t: pa.DataType) -> pa.Array:
-    """PostgreSQL's text form of scalars (as in COPY and array literals) to Arrow."""
-    if pa.types.is_boolean(t):
-        return pc.equal(values, "t")
-    if pa.types.is_binary(t):
-        return pa.array([None if v is None else bytes.fromhex(v[2:])
-                         for v in values.to_pylist()], pa.binary())
-    if pa.types.is_string(t):
-        return values
-    return pc.cast(values, t)
+def is_numeric_field(f: pa.Field) -> bool:
+    """Also where pyarrow does not know the opaque extension type (before 18): then the
+    column is plain text and only the driver's field metadata says NUMERIC."""
+    return is_numeric(f.type) or (f.metadata or {}).get(b"POSTGRESQL:type") == b"numeric"
 
 
-def _convert(col: pa.Array, oid: int) -> pa.Array:
-    t = arrow_type(oid)
-    if pa.types.is_list(t):
-        offsets, elements = [0], []
-        mask = []
-        for text in col.to_pylist():
-            items = [] if text is None else _array_elements(text)
-            elements.extend(items)
-            offsets.append(len(elements))
-            mask.append(text is None)
-        flat = _from_text(pa.array(elements, pa.string()), t.value_type)
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat,
-                                        mask=pa.array(mask, pa.bool_()))
-    if pa.types.is_binary(t):
-        return _from_text(col, t)
-    return col
+def needs_text(found: pa.DataType, target: pa.DataType) -> str | None:
+    """The SQL cast (``text`` or ``text[]``) that gives a column PostgreSQL's own text form,
+    for a text target that ADBC's type for the column is not (uuid, json, interval, enum,
+    NUMERIC); None when the column is read as it is."""
+    def texty(t: pa.DataType) -> bool:
+        return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+    if texty(target) and not texty(found):
+        return "text"
+    if pa.types.is_list(target) and texty(target.value_type) and not (
+            pa.types.is_list(found) and texty(found.value_type)):
+        return "text[]"
+    return None
 
 
-class CopyReader:
-    """Parses ``COPY (query) TO STDOUT (FORMAT csv)`` into record batches of ``target``.
+def _numeric(text: pa.Array, target: pa.DataType) -> pa.Array:
+    """NUMERIC values (their text, NaN as ``nan`` and Infinity as ``inf``) as ``target``,
+    exactly or not at all (``pa.ArrowInvalid`` names the value)."""
+    if pa.types.is_floating(target):
+        return pc.cast(text, target)  # the nearest float of the exact decimal text
+    if pa.types.is_string(target) or pa.types.is_large_string(target):
+        for adbc_form, pg_form in _TEXT_FORMS.items():
+            text = pc.if_else(pc.equal(text, adbc_form), pg_form, text)
+        return text.cast(target)
+    special = pc.is_in(text, pa.array(list(_TEXT_FORMS)))
+    if pc.any(special).as_py():
+        bad = text.filter(special)[0].as_py()
+        raise pa.ArrowInvalid(f"NUMERIC {_TEXT_FORMS[bad]} has no {target} value")
+    if pa.types.is_integer(target):
+        # whole values only: "12.000" is 12, "12.5" fails the cast
+        return pc.cast(pc.replace_substring_regex(text, r"\.0*$", ""), target)
+    if pa.types.is_decimal(target):
+        return decimal_from_text(text, target)
+    raise pa.ArrowInvalid(f"a NUMERIC column cannot be read as {target}")
 
-    ``oids`` are the query's column type OIDs (from a describe); each column is parsed as
-    its PostgreSQL type says, then cast to the target type (e.g. a ``timestamp`` column
-    that is a UTC feature).
-    """
 
-    def __init__(self, oids: list[int], target: pa.Schema):
-        self.oids = oids
-        self.target = target
-        names = [f"c{i}" for i in range(len(oids))]
-        self._read = pacsv.ReadOptions(column_names=names, use_threads=False)
-        # A row whose only column is null is an empty line: keep it.
-        self._parse = pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
-        self._convert = pacsv.ConvertOptions(
-            column_types={n: _parse_type(o) for n, o in zip(names, oids)},
-            null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
-            true_values=["t"], false_values=["f"])
+def to_target(arr: pa.Array, target: pa.DataType, numeric: bool = False) -> pa.Array:
+    """One column of an ADBC batch as ``target`` (``numeric``: the column is NUMERIC)."""
+    if is_numeric(arr.type):
+        return _numeric(arr.storage, target)
+    if numeric:
+        return _numeric(arr, target)
+    if isinstance(arr.type, pa.BaseExtensionType):  # json, uuid...: what they are stored as
+        arr = arr.storage
+    if pa.types.is_list(arr.type) and pa.types.is_list(target) and \
+            is_numeric(arr.type.value_type):
+        values = to_target(arr.values, target.value_type)
+        return pa.ListArray.from_arrays(arr.offsets, values, type=target,
+                                        mask=arr.is_null() if arr.null_count else None)
+    if pa.types.is_timestamp(arr.type) and arr.null_count < len(arr):
+        # ADBC hands PostgreSQL's 'infinity' / '-infinity' over as wrapped-around
+        # microseconds far before year 1 instead of failing.
+        low = pc.min(arr.cast(pa.int64())).as_py()
+        if low < _FAR_PAST:
+            raise pa.ArrowInvalid("a timestamp is 'infinity' or '-infinity', which Arrow "
+                                  "cannot hold")
+    if arr.type != target:
+        arr = arr.cast(target)
+    return arr
 
-    def batch(self, data: bytes | bytearray) -> pa.RecordBatch:
-        if not data:
-            return pa.RecordBatch.from_pylist([], schema=self.target)
-        table = pacsv.read_csv(pa.py_buffer(data), read_options=self._read,
-                               parse_options=self._parse, convert_options=self._convert)
-        arrays = []
-        for col, oid, field in zip(table.columns, self.oids, self.target):
-            arr = _convert(col.combine_chunks(), oid)
-            if arr.type != field.type:
-                arr = arr.cast(field.type)
-            arrays.append(arr)
-        return pa.RecordBatch.from_arrays(arrays, schema=self.target)
 
-    def batches(self, rows: Iterable[Any], batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """``rows``: the COPY's messages, one row each."""
-        buf, n = bytearray(), 0
-        for row in rows:
-            buf += row
-            n += 1
-            if n >= batch_rows:
-                yield self.batch(buf)
-                buf, n = bytearray(), 0
-        if n:
-            yield self.batch(buf)
+# About 144000 BC in microseconds: before anything PostgreSQL stores (4713 BC), after
+# ADBC's infinities (near -2**63).
+_FAR_PAST = -(2**62)
+
+
+def ingest_ready(table: pa.Table) -> pa.Table:
+    """``table`` in types ADBC's bulk ingest makes PostgreSQL columns of (for staging)."""
+    columns = []
+    for col in table.columns:
+        t = col.type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            t = pa.string()
+        elif pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            t = pa.binary()
+        elif pa.types.is_unsigned_integer(t):
+            t = {8: pa.int16(), 16: pa.int32(), 32: pa.int64()}.get(t.bit_width, pa.int64())
+        elif pa.types.is_int8(t):
+            t = pa.int16()
+        elif pa.types.is_timestamp(t) and (t.unit != "us" or t.tz not in (None, "UTC")):
+            # sub-microsecond digits go, as PostgreSQL's timestamps have none
+            t = pa.timestamp("us", "UTC" if t.tz else None)
+            col = pc.cast(col, t, safe=False)
+        columns.append(col if col.type == t else col.cast(t))
+    return pa.table(columns, names=table.column_names)
