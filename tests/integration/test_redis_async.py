@@ -380,3 +380,24 @@ def test_close_inside_the_loop_closes_the_connection_at_once():
 
     _assert_released(r, run_loops, ports)
     assert len(ports) == 2
+
+
+def test_a_connection_still_being_made_when_closed_is_closed_once_made():
+    r = reader()
+    ports: set[int] = set()
+
+    def run_loops():
+        async def main():
+            request = asyncio.ensure_future(r.execute(cmd("PING")))
+            await asyncio.sleep(0)  # its connection is being made
+            connecting = r._local.conn.connecting
+            r.close()
+            with pytest.raises(StoreUnavailableError):
+                await request
+            proto = connecting.result()
+            ports.add(proto.transport.get_extra_info("sockname")[1])
+            await asyncio.sleep(0)
+            assert proto.closed and proto.transport.is_closing()
+        asyncio.run(main())
+
+    _assert_released(r, run_loops, ports)

@@ -194,8 +194,8 @@ class AsyncReader:
     def _connected(conn: _LoopConnection, task: asyncio.Task) -> None:
         conn.connecting = None
         if not task.cancelled() and task.exception() is None:  # exception(): retrieved
-            if conn.dropped:  # the loop began shutting down while this connected
-                task.result().fail(StoreUnavailableError("the event loop is shutting down"))
+            if conn.dropped:  # closed, or its loop ending, while this connected
+                task.result().fail(StoreUnavailableError("the connection was no longer wanted"))
             else:
                 conn.proto = task.result()
 
