@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml tests/plugins/tiffin_toy/pyproject.toml
 demo: install
 	$(PY) -m tiffin.demo demo_repo
 
+# TIFFIN_REQUIRE_ALL=1: a test that would skip (no Java, no redis-server, a missing
+# package) fails instead; tests/conftest.py. CI=true does the same.
 test: install
-	PY=$(PY) bash scripts/services.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	bash scripts/services.sh
+	TIFFIN_REQUIRE_ALL=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # tiffin beside Feast 0.67 (installed into .venv-feast), same workload, same run.
 bench: install

@@ -259,7 +259,7 @@ def test_tiffin_serve_over_loopback(tmp_path):
         assert r.json()["results"][1]["values"] == [3, 4]
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # waits, and closes the pipes it read
 
 
 def test_workers_share_connections_evenly_and_are_restarted(tmp_path):

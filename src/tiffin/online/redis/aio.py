@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -136,6 +136,36 @@ class _Protocol(asyncio.Protocol):
             self.transport.writelines(unsent)  # type: ignore[union-attr]
 
 
+class _LoopConnection:
+    """A thread's connection on one event loop, closed before that loop closes.
+
+    A transport can only be closed by its own loop, and a loop closes without closing the
+    transports still open on it (their sockets leak until garbage collection, with a
+    ResourceWarning). What every orderly end of a loop does first - asyncio.run's end,
+    asyncio.Runner.close, or a hand-run loop's ``loop.shutdown_asyncgens()`` - is close
+    the asynchronous generators still suspended on it; ``guard`` is one such generator,
+    and its ``finally`` closes the connection while the loop can still do it.
+    """
+
+    __slots__ = ("loop", "proto", "connecting", "guard", "dropped")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.proto: _Protocol | None = None
+        self.connecting: asyncio.Task | None = None
+        self.guard: AsyncGenerator[None, None] | None = None
+        self.dropped = False
+
+    def drop(self, why: str) -> None:
+        self.dropped = True
+        proto, self.proto = self.proto, None
+        # A loop closed without that orderly end cannot close its transport any more
+        # (asyncio has no way to); dropping the last reference lets the garbage collector
+        # close the socket, with asyncio's ResourceWarning naming that transport.
+        if proto is not None and not self.loop.is_closed():
+            proto.fail(StoreUnavailableError(why))
+
+
 class AsyncReader:
     """``resolve``, if given, is awaited for the (host, port) to connect to, at every
     new connection (Sentinel: where the master is now)."""
@@ -155,7 +185,7 @@ class AsyncReader:
         self.username, self.password = kwargs.get("username"), kwargs.get("password")
         self.timeout = float(kwargs.get("socket_timeout") or 5.0)
         self.connect_timeout = float(kwargs.get("socket_connect_timeout") or self.timeout)
-        self._local = threading.local()  # loop, proto, connecting
+        self._local = threading.local()  # conn: this thread's _LoopConnection
 
     async def execute(self, packed: bytes) -> Any:
         """Send one packed command and await its reply (an error reply raises)."""
@@ -196,26 +226,42 @@ class AsyncReader:
 
     async def _connection(self) -> _Protocol:
         # Per thread: an SDK user may run event loops in several threads at once.
-        state = self._local
         loop = asyncio.get_running_loop()
-        if getattr(state, "loop", None) is not loop:
-            state.loop, state.proto, state.connecting = loop, None, None
-        proto = state.proto
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.loop is not loop:
+            if conn is not None:  # that loop was not shut down in order (see _LoopConnection)
+                conn.drop("the event loop is no longer used")
+            conn = self._local.conn = _LoopConnection(loop)
+            conn.guard = self._until_shutdown(conn)
+            await conn.guard.__anext__()  # runs to its yield at once; the loop now tracks it
+        proto = conn.proto
         if proto is not None and not proto.closed:
             return proto
-        task = state.connecting
+        task = conn.connecting
         if task is None:
             # A task of its own, shared by every request that needs the connection, so
             # that a cancelled request (its client went away) cancels no one else's.
-            task = state.connecting = loop.create_task(self._connect(loop))
-            task.add_done_callback(partial(self._connected, state))
+            task = conn.connecting = loop.create_task(self._connect(loop))
+            task.add_done_callback(partial(self._connected, conn))
         return await asyncio.shield(task)
 
+    async def _until_shutdown(self, conn: _LoopConnection) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            conn.guard = None
+            conn.drop("the event loop is shutting down")
+            if getattr(self._local, "conn", None) is conn:
+                self._local.conn = None  # nothing of the loop is kept once it ends
+
     @staticmethod
-    def _connected(state: threading.local, task: asyncio.Task) -> None:
-        state.connecting = None
+    def _connected(conn: _LoopConnection, task: asyncio.Task) -> None:
+        conn.connecting = None
         if not task.cancelled() and task.exception() is None:  # exception(): retrieved
-            state.proto = task.result()
+            if conn.dropped:  # closed, or its loop ending, while this connected
+                task.result().fail(StoreUnavailableError("the connection was no longer wanted"))
+            else:
+                conn.proto = task.result()
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
         ssl_context = None
@@ -267,8 +313,8 @@ class AsyncReader:
         return proto
 
     def close(self) -> None:
-        proto, loop = getattr(self._local, "proto", None), getattr(self._local, "loop", None)
-        self._local.proto = None
-        if proto is not None and loop is not None and not loop.is_closed():
-            proto.fail(StoreUnavailableError("the store was closed"))
-        # A closed loop has already dropped its sockets: nothing to release.
+        """Close this thread's connection. Connections of loops in other threads close
+        when those loops end (asyncio.run returns, or shutdown_asyncgens is awaited)."""
+        conn, self._local.conn = getattr(self._local, "conn", None), None
+        if conn is not None:
+            conn.drop("the store was closed")
