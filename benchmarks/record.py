@@ -212,11 +212,15 @@ def listing(results_dir: str = RESULTS) -> str:
         if "error" in r:
             lines.append(f"{r['file']:40s} {r['error']}")
             continue
-        scale = r.get("args", {}).get("scale")
+        args = r.get("args", {})
+        scales = [f"{k.replace('_', ' ')} {args[k]:g}" for k in ("scale", "backends_scale")
+                  if isinstance(args.get(k), (int, float))]
+        if "backends_scale" in args and "backends" not in r.get("sections", []):
+            scales = scales[:1]
         lines.append(
             f"{r['file']:40s} {str(r.get('short'))[:9]:9s} {'yes' if r.get('dirty') else 'no':5s} "
             f"{'yes' if _tracked(r['path']) else 'no':9s} {', '.join(r.get('sections', []))}"
-            + (f" (scale {scale:g})" if isinstance(scale, (int, float)) else "")
+            + (f" ({', '.join(scales)})" if scales else "")
         )
     return "\n".join(lines)
 

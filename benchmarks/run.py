@@ -766,7 +766,8 @@ def main() -> int:
     md_parts = [extra_md]
     if any(p in PHASES for p in phases):
         sections = {"main": report, **sections}
-        summary = "\n".join(f"- {x}" for x in lines)
+        # summary_lines indents a line that belongs to the one above: a nested bullet here
+        summary = "\n".join(f"  - {x.strip()}" if x.startswith("  ") else f"- {x}" for x in lines)
         md_parts.insert(0, f"## Main phases\n\n{render_md(rows)}\n\n{summary}\n")
     path = record.write(run_info, sections, md_parts, a.results)
     print(f"\nwrote {os.path.relpath(path, ROOT)} and its .md (commit them to keep the figures)")
