@@ -386,11 +386,14 @@ def run_spark(
     warm_page_cache(data)
     for lib in libs:
         t0 = time.perf_counter()
-        p = subprocess.run([pythons[lib], "-c", SPARK_PRIME], env=envs[lib], cwd=ROOT,
-                           capture_output=True, text=True, timeout=timeout_s)
+        try:
+            p = subprocess.run([pythons[lib], "-c", SPARK_PRIME], env=envs[lib], cwd=ROOT,
+                               capture_output=True, text=True, timeout=timeout_s)
+            if p.returncode:
+                sides[lib]["prime_error"] = p.stderr[-2000:]
+        except subprocess.TimeoutExpired:
+            sides[lib]["prime_error"] = f"no Spark session within {timeout_s:.0f} s"
         sides[lib]["prime_seconds"] = time.perf_counter() - t0
-        if p.returncode:
-            sides[lib]["prime_error"] = p.stderr[-2000:]
     for lib in libs:
         repo = os.path.join(work, f"spark-{lib}")
         shutil.rmtree(repo, ignore_errors=True)
@@ -600,6 +603,9 @@ def spark_notes(sides: dict) -> list[str]:
             "each side's Spark was started once before, untimed, so both find their jars and the "
             "data in the page cache"
         )
+    for lib in ("tiffin", "feast"):
+        if sides.get(lib, {}).get("prime_error"):
+            out.append(f"- spark {lib}: the untimed warm-up start failed: {sides[lib]['prime_error'][-300:]}")
     for lib in libs:
         r = sides[lib]
         seen = r.get("spark_session") or {}
