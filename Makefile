@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench bench-results lint clean
 
 install: $(STAMP)
 
@@ -32,6 +32,13 @@ bench: install
 	bash benchmarks/setup_feast.sh
 	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(PY) benchmarks/run.py --wait-idle 300 $(BENCH_ARGS)
+
+# Where the README's figures come from: every run file in benchmarks/results/, its commit,
+# whether the tree was dirty, whether the file is committed, and the sections it holds.
+# `make bench-results SHOW=serve` prints the newest run with that section as markdown
+# (standard library only: no install needed).
+bench-results:
+	$(if $(SHOW),$(PYTHON) benchmarks/record.py --latest $(SHOW),$(PYTHON) benchmarks/record.py)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/backends.py [--scale 0.1] [--backends postgres,spark]
 
-run.py calls this for its ``backends`` phase; alone it writes
-benchmarks/results/backends.json and backends.md.
+run.py calls this for its ``backends`` phase; alone it writes a run file with a
+``backends`` section (benchmarks/results/<date>-<commit>.json and .md, see record.py).
 
 Same definitions and data as the main benchmark (side.py, gen_data.py), at a smaller
 scale by default (0.1: 650k driver rows, 600k customer rows, 100k entity rows): both
@@ -14,7 +14,8 @@ sources are loaded into tables of a ``tiffin_bench`` schema of the local server
 for Spark (local[2]), ``SparkSource(path=..., file_format="parquet")``. Each side's
 ``get_historical_features(entity_df, 8 features).to_df()`` runs in a fresh child
 process; the training sets are compared row by row, with each other and with tiffin's
-DuckDB result on the same data.
+DuckDB result on the same data. Spark is timed cold and warm, from the same state on
+both sides (see run_spark).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,6 +50,9 @@ SPARK_CONF = {
     "spark.ui.enabled": "false",
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "4g",
+    # tiffin turns Arrow on in its own sessions; Feast's Spark documentation sets it in
+    # spark_conf. Given here, both sides move pandas <-> Spark the same way.
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
 }
 
 
@@ -235,22 +240,7 @@ def child(lib_name: str, backend: str, repo: str, data: str, out: str) -> int:
                     for n in ("drivers", "customers")
                 ]
             else:
-                if lib_name == "tiffin":
-                    Source = lib.SparkSource
-                else:
-                    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
-                        SparkSource as Source,
-                    )
-                srcs = [
-                    Source(
-                        name=f"{n}_spark",
-                        path=os.path.abspath(os.path.join(data, f"{n}.parquet")),
-                        file_format="parquet",
-                        timestamp_field="event_timestamp",
-                        created_timestamp_column="created",
-                    )
-                    for n in ("drivers", "customers")
-                ]
+                srcs = spark_sources(lib, lib_name, data)
             views = []
             for v, src, ent in ((dv, srcs[0], driver), (cv, srcs[1], customer)):
                 views.append(
@@ -284,6 +274,274 @@ def child(lib_name: str, backend: str, repo: str, data: str, out: str) -> int:
     return 0 if res["ok"] else 1
 
 
+# --------------------------------------------------------------------------- Spark
+#
+# Both sides are timed from the same state. `apply` runs in a process of its own (tiffin's
+# apply reads the sources' schemas through Spark and so starts the JVM; Feast's does not),
+# then a fresh process per side times:
+#   cold: the first get_historical_features(...).to_df(): JVM and session start, the
+#         query, and the result as pandas;
+#   warm: the same call again in that process, with the session up.
+# Before any of it each virtualenv starts and stops one Spark session, untimed, so that
+# both sides' Spark jars and the data files are in the OS page cache: cold means a new
+# JVM, not a cold disk.
+
+SPARK_PRIME = (
+    "from pyspark.sql import SparkSession\n"
+    "s = SparkSession.builder.master('local[1]').config('spark.ui.enabled', 'false').getOrCreate()\n"
+    "s.range(10).count()\n"
+    "s.stop()\n"
+)
+
+
+def spark_sources(lib, lib_name: str, data: str) -> list:
+    if lib_name == "tiffin":
+        Source = lib.SparkSource
+    else:
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+            SparkSource as Source,
+        )
+    return [
+        Source(
+            name=f"{n}_spark",
+            path=os.path.abspath(os.path.join(data, f"{n}.parquet")),
+            file_format="parquet",
+            timestamp_field="event_timestamp",
+            created_timestamp_column="created",
+        )
+        for n in ("drivers", "customers")
+    ]
+
+
+def spark_objects(lib, lib_name: str, data: str) -> list:
+    from side import definitions
+
+    driver, customer, _, _, dv, cv, _svc = definitions(lib, data)
+    srcs = spark_sources(lib, lib_name, data)
+    views = [
+        lib.FeatureView(name=v.name, entities=[e], ttl=v.ttl, schema=v.schema, source=s, online=False)
+        for v, s, e in ((dv, srcs[0], driver), (cv, srcs[1], customer))
+    ]
+    return [driver, customer, *srcs, *views]
+
+
+def _spark_session_info() -> dict | None:
+    """The running session's settings that bear on speed, or None when none is running."""
+    if "pyspark.sql" not in sys.modules:
+        return None
+    from pyspark.sql import SparkSession
+
+    s = SparkSession.getActiveSession()
+    if s is None:
+        return None
+    keys = ("spark.master", "spark.sql.shuffle.partitions", "spark.sql.execution.arrow.pyspark.enabled",
+            "spark.driver.memory")
+    return {"version": s.version, **{k: s.conf.get(k, None) for k in keys}}
+
+
+def spark_child(lib_name: str, step: str, repo: str, data: str, out: str) -> int:
+    res: dict = {"lib": lib_name, "backend": "spark", "step": step, "ok": False}
+    try:
+        import pandas as pd
+        import pyarrow.parquet as pq
+        from side import FEATURES
+
+        lib = importlib.import_module(lib_name)
+        if step == "apply":
+            os.makedirs(os.path.join(repo, "data"), exist_ok=True)
+            with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
+                f.write(yaml_for("spark"))
+            objs = spark_objects(lib, lib_name, data)
+            store = lib.FeatureStore(repo_path=repo)
+            t0 = time.perf_counter()
+            store.apply(objs)
+            res["seconds"] = time.perf_counter() - t0
+            res["started_spark"] = _spark_session_info() is not None
+        elif step == "retrieve":
+            store = lib.FeatureStore(repo_path=repo)
+            entity = pd.read_parquet(os.path.join(data, "entity_df.parquet"))
+            res["session_before_cold"] = _spark_session_info()  # None, or cold is not cold
+            base = os.path.splitext(out)[0]
+            for run_name in ("cold", "warm"):
+                t0 = time.perf_counter()
+                df = store.get_historical_features(entity_df=entity, features=FEATURES).to_df()
+                res[f"{run_name}_seconds"] = time.perf_counter() - t0
+                res[f"vm_hwm_after_{run_name}_kib"] = _vm_hwm_kib()
+                res[f"{run_name}_rows"] = len(df)
+                df.reset_index(drop=True).to_parquet(f"{base}.{run_name}.parquet", index=False)
+                if run_name == "cold":
+                    res["result_dtypes"] = {str(c): str(d) for c, d in df.dtypes.items()}
+                del df
+            res["result_parquet"] = f"{base}.cold.parquet"
+            cold, warm = (pq.read_table(f"{base}.{x}.parquet").sort_by("row_id") for x in ("cold", "warm"))
+            res["warm_same_as_cold"] = cold.equals(warm)
+            res["spark_session"] = _spark_session_info()
+        else:
+            raise ValueError(f"unknown step {step!r}")
+        res["ok"] = True
+    except BaseException as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()
+    res["vm_hwm_kib"] = _vm_hwm_kib()
+    with open(out, "w") as f:
+        json.dump(res, f, indent=2, default=str)
+    return 0 if res["ok"] else 1
+
+
+def _vm_hwm_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return -1
+
+
+def _tree_sample(pid: int) -> tuple[int, dict[int, int]]:
+    """RSS (KiB) of ``pid`` and its descendants (Spark's JVM is one), and each one's CPU
+    ticks so far: the parent keeps the last value seen per process, the JVM included."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                continue
+    rss, ticks, todo = 0, {}, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks[p] = int(fields[11]) + int(fields[12])  # utime + stime
+            with open(f"/proc/{p}/status") as f:
+                rss += next((int(x.split()[1]) for x in f if x.startswith("VmRSS:")), 0)
+        except (OSError, IndexError, ValueError):
+            pass
+    return rss, ticks
+
+
+def spawn(cmd: list[str], env: dict, log: str, timeout_s: float) -> dict:
+    """Run one child in its own session; its tree's peak RSS, CPU time, and the CPU time
+    the rest of the machine used meanwhile (a busy neighbour skews a 2-core box)."""
+    from run import _cpu_busy_seconds
+
+    peak, ticks = 0, {}
+    busy0, t0 = _cpu_busy_seconds(), time.perf_counter()
+    with open(log, "w") as lf:
+        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                start_new_session=True)
+        timed_out = False
+        while proc.poll() is None:
+            rss, seen = _tree_sample(proc.pid)
+            peak = max(peak, rss)
+            ticks.update(seen)
+            if time.perf_counter() - t0 > timeout_s:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)  # the JVM too
+                proc.wait()
+            time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    cpu = sum(ticks.values()) / os.sysconf("SC_CLK_TCK")
+    return {
+        "exit_code": proc.returncode,
+        "timed_out": timed_out,
+        "process_wall_seconds": wall,
+        "tree_cpu_seconds": cpu,
+        "other_cpu_seconds": max(0.0, _cpu_busy_seconds() - busy0 - cpu),
+        "peak_tree_rss_kib": peak,
+        "log": os.path.relpath(log, ROOT),
+    }
+
+
+def _load(out: str, proc: dict) -> dict:
+    res = {"ok": False, "error": f"no result (exit {proc['exit_code']})"}
+    if os.path.exists(out):
+        with open(out) as f:
+            res = json.load(f)
+    if proc["timed_out"]:
+        res["ok"], res["error"] = False, "stopped at the time limit"
+    return {**res, **proc}
+
+
+def run_spark(
+    data: str, work: str, pythons: dict, envs: dict, libs: list[str], timeout_s: float, rounds: int = 1
+) -> dict:
+    """Spark's cold and warm retrievals, per side; ``rounds`` fresh processes per side, the
+    sides' order alternating from round to round; figures are the rounds' medians."""
+    import statistics
+
+    from run import warm_page_cache
+
+    me = os.path.abspath(__file__)
+    sides: dict = {lib: {"rounds": []} for lib in libs}
+    warm_page_cache(data)
+    for lib in libs:
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run([pythons[lib], "-c", SPARK_PRIME], env=envs[lib], cwd=ROOT,
+                               capture_output=True, text=True, timeout=timeout_s)
+            if p.returncode:
+                sides[lib]["prime_error"] = p.stderr[-2000:]
+        except subprocess.TimeoutExpired:
+            sides[lib]["prime_error"] = f"no Spark session within {timeout_s:.0f} s"
+        sides[lib]["prime_seconds"] = time.perf_counter() - t0
+    for lib in libs:
+        repo = os.path.join(work, f"spark-{lib}")
+        shutil.rmtree(repo, ignore_errors=True)
+        os.makedirs(repo)
+        out = os.path.join(work, f"spark-{lib}-apply.json")
+        print(f"[{datetime.now():%H:%M:%S}] spark    {lib:6s} apply ...", end=" ", flush=True)
+        r = _load(out, spawn([pythons[lib], me, "--spark-child", lib, "apply", repo, data, out],
+                             envs[lib], os.path.join(work, f"spark-{lib}-apply.log"), timeout_s))
+        sides[lib]["apply"] = r
+        print(f"{r['seconds']:.1f} s" if r.get("ok") else f"FAILED: {r.get('error', '')[:300]}", flush=True)
+    for i in range(rounds):
+        for lib in libs if i % 2 == 0 else libs[::-1]:
+            if not sides[lib]["apply"].get("ok"):
+                continue
+            repo = os.path.join(work, f"spark-{lib}")
+            out = os.path.join(work, f"spark-{lib}-{i}.json")
+            print(f"[{datetime.now():%H:%M:%S}] spark    {lib:6s} historical, cold + warm ...",
+                  end=" ", flush=True)
+            r = _load(out, spawn([pythons[lib], me, "--spark-child", lib, "retrieve", repo, data, out],
+                                 envs[lib], os.path.join(work, f"spark-{lib}-{i}.log"), timeout_s))
+            sides[lib]["rounds"].append(r)
+            print(
+                f"cold {r['cold_seconds']:.1f} s, warm {r['warm_seconds']:.1f} s, "
+                f"peak RSS {r['peak_tree_rss_kib'] / 1024:,.0f} MiB"
+                if r.get("ok")
+                else f"FAILED: {r.get('error', '')[:300]}",
+                flush=True,
+            )
+    report: dict = {}
+    for lib, s in sides.items():
+        done = [r for r in s["rounds"] if r.get("ok")]
+        failed = [r for r in s["rounds"] if not r.get("ok")] or ([] if done else [s["apply"]])
+        res = {k: v for k, v in s.items() if k != "rounds"}
+        res["rounds"] = s["rounds"]
+        res["apply_seconds"] = s["apply"].get("seconds")
+        res["ok"] = bool(done) and not failed
+        if failed:
+            res["error"] = failed[0].get("error", "failed")
+        if done:
+            res["cold_seconds"] = statistics.median(r["cold_seconds"] for r in done)
+            res["warm_seconds"] = statistics.median(r["warm_seconds"] for r in done)
+            res["seconds"] = res["cold_seconds"]
+            res["peak_rss_mib"] = max(max(r["peak_tree_rss_kib"], r["vm_hwm_kib"]) for r in done) / 1024
+            res["result_parquet"] = done[0]["result_parquet"]
+            res["rows"] = done[0]["cold_rows"]
+            res["warm_same_as_cold"] = all(r["warm_same_as_cold"] for r in done)
+            res["cold_each"] = [r["cold_seconds"] for r in done]
+            res["warm_each"] = [r["warm_seconds"] for r in done]
+            res["other_cpu_seconds"] = [round(r["other_cpu_seconds"], 1) for r in done]
+            res["spark_session"] = done[0].get("spark_session")
+            res["result_via"] = "get_historical_features(entity_df, 8 features).to_df()"
+        report[lib] = res
+    return report
+
+
 # --------------------------------------------------------------------------- parent
 
 
@@ -295,6 +553,7 @@ def run(
     libs: list[str],
     backends: list[str],
     timeout_s: float = 1800,
+    spark_rounds: int = 1,
 ) -> dict:
     from large import tree_rss_kib
     from run import compare_historical
@@ -304,7 +563,7 @@ def run(
         t0 = time.perf_counter()
         load_postgres(data)
         report["postgres_load_seconds"] = time.perf_counter() - t0
-    jobs = [("tiffin", "duckdb")] + [(lib, b) for b in backends for lib in libs]
+    jobs = [("tiffin", "duckdb")] + [(lib, b) for b in backends if b != "spark" for lib in libs]
     for lib, backend in jobs:
         repo = os.path.join(work, f"{backend}-{lib}")
         shutil.rmtree(repo, ignore_errors=True)
@@ -340,6 +599,8 @@ def run(
             else f"FAILED: {res.get('error', '')[:300]}",
             flush=True,
         )
+    if "spark" in backends:
+        report["backends"]["spark"] = run_spark(data, work, pythons, envs, libs, timeout_s, spark_rounds)
     base = report["backends"].get("duckdb", {}).get("tiffin", {})
     entity = os.path.join(data, "entity_df.parquet")
     for backend in backends:
@@ -388,6 +649,9 @@ def render_md(report: dict) -> str:
                 return "-"
             return fmt.format(r[key]) if r.get("ok") else "FAILED"
 
+        if backend == "spark":
+            lines += spark_rows(t, f, cell)
+            continue
         ratio = f"{t['seconds'] / f['seconds']:.2f}x" if t.get("ok") and f.get("ok") else "-"
         lines.append(
             f"| {backend} | {cell(t, 'seconds', '{:.2f}')} | {cell(f, 'seconds', '{:.2f}')} | {ratio} | "
@@ -422,12 +686,75 @@ def render_md(report: dict) -> str:
             )
         lines.append(f"- ADBC's database object, made once per store (reads the type catalog): "
                      f"{fetch['adbc_first_connection_seconds'] * 1000:.0f} ms")
+    if "spark" in report["backends"]:
+        lines += spark_notes(report["backends"]["spark"])
     return "\n".join(lines) + "\n"
+
+
+def spark_rows(t: dict, f: dict, cell) -> list[str]:
+    rows = []
+    for key, label in (
+        ("cold_seconds", "spark, cold: first retrieval in a fresh process (JVM start included)"),
+        ("warm_seconds", "spark, warm: the same retrieval again, session up"),
+    ):
+        ratio = f"{t[key] / f[key]:.2f}x" if t.get("ok") and f.get("ok") else "-"
+        rss = [cell(t, "peak_rss_mib", "{:,.0f}"), cell(f, "peak_rss_mib", "{:,.0f}")]
+        rows.append(
+            f"| {label} | {cell(t, key, '{:.2f}')} | {cell(f, key, '{:.2f}')} | {ratio} | "
+            + (" | ".join(rss) if key == "cold_seconds" else "(above) | (above)")
+            + " |"
+        )
+    return rows
+
+
+def spark_notes(sides: dict) -> list[str]:
+    """What the Spark rows measured, as the run saw it."""
+    out = []
+    libs = [lib for lib in ("tiffin", "feast") if sides.get(lib, {}).get("ok")]
+    if libs:
+        s0 = sides[libs[0]].get("spark_session") or {}
+        out.append(
+            f"- spark: both sides `{sides[libs[0]]['result_via']}`, Spark {s0.get('version')} "
+            f"{s0.get('spark.master')}, shuffle partitions {s0.get('spark.sql.shuffle.partitions')}, "
+            f"Arrow {s0.get('spark.sql.execution.arrow.pyspark.enabled')}; apply ran in a process of its "
+            "own, then one fresh process per side and round timed the cold and the warm call; "
+            "each side's Spark was started once before, untimed, so both find their jars and the "
+            "data in the page cache"
+        )
+    for lib in ("tiffin", "feast"):
+        if sides.get(lib, {}).get("prime_error"):
+            out.append(f"- spark {lib}: the untimed warm-up start failed: {sides[lib]['prime_error'][-300:]}")
+    for lib in libs:
+        r = sides[lib]
+        seen = r.get("spark_session") or {}
+        out.append(
+            f"- spark {lib}: cold {' / '.join(f'{x:.2f}' for x in r['cold_each'])} s, warm "
+            f"{' / '.join(f'{x:.2f}' for x in r['warm_each'])} s over {len(r['cold_each'])} round(s) "
+            f"(median shown); apply {r['apply_seconds']:.2f} s "
+            f"({'starts' if r['apply'].get('started_spark') else 'does not start'} Spark); "
+            f"warm result {'equals' if r['warm_same_as_cold'] else 'DIFFERS from'} the cold one; "
+            f"Arrow {seen.get('spark.sql.execution.arrow.pyspark.enabled')}; "
+            f"other processes' CPU during each round: {r['other_cpu_seconds']} s"
+        )
+        busy = [
+            x for x in r["rounds"]
+            if x.get("ok") and x["other_cpu_seconds"] > max(1.0, 0.2 * x["process_wall_seconds"])
+        ]
+        if busy:
+            out.append(
+                f"- WARNING: other processes used the CPU during spark {lib}'s retrievals "
+                + "; ".join(f"{x['other_cpu_seconds']:.0f} CPU-s in {x['process_wall_seconds']:.0f} s"
+                            for x in busy)
+                + ". Timings are skewed; rerun on an idle machine."
+            )
+    return out
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(*sys.argv[2:7])
+    if len(sys.argv) > 1 and sys.argv[1] == "--spark-child":
+        return spark_child(*sys.argv[2:7])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=0.1)
     ap.add_argument("--backends", default="postgres,spark")
@@ -435,8 +762,13 @@ def main() -> int:
     ap.add_argument("--anchor", default="now")
     ap.add_argument("--work", default=os.path.join(HERE, ".work"))
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    ap.add_argument("--spark-rounds", type=int, default=1,
+                    help="fresh processes per side for Spark's cold and warm retrievals")
     a = ap.parse_args()
+    import record
     import run as runner
+
+    run_info = record.start("backends.py", a)
 
     tag = f"scale-{a.scale:g}"
     data = os.path.join(HERE, ".data", tag)
@@ -448,18 +780,18 @@ def main() -> int:
     }
     pycache = os.path.join(os.path.abspath(a.work), "pycache")
     envs = {lib: runner.child_env(pycache) for lib in libs}
+    for lib in libs:  # as run.py does: no side compiles its lazy imports inside a timed call
+        runner.warm_bytecode(pythons[lib], lib, envs[lib])
     work = os.path.join(os.path.abspath(a.work), tag, "backends")
     os.makedirs(work, exist_ok=True)
-    report = run(data, work, pythons, envs, libs, [x for x in a.backends.split(",") if x])
+    report = run(data, work, pythons, envs, libs, [x for x in a.backends.split(",") if x],
+                 spark_rounds=a.spark_rounds)
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     report["scale"] = a.scale
-    os.makedirs(a.results, exist_ok=True)
-    with open(os.path.join(a.results, "backends.json"), "w") as f:
-        json.dump(report, f, indent=2, default=str)
     md = render_md(report)
-    with open(os.path.join(a.results, "backends.md"), "w") as f:
-        f.write(f"# Offline stores: tiffin vs Feast ({report['date']}, scale {a.scale:g})\n\n{md}")
-    print("\n" + md)
+    title = f"## PostgreSQL and Spark offline stores (scale {a.scale:g})"
+    path = record.write(run_info, {"backends": report}, [f"{title}\n\n{md}"], a.results)
+    print("\n" + md + f"\nwrote {os.path.relpath(path, ROOT)} and its .md")
     return 0
 
 

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/large.py [--drivers 100000] [--hours 1000] \
         [--entity-rows 5000000] [--libs tiffin,feast] [--feast-timeout 1800]
 
-run.py calls this for its ``large`` phase; alone it writes benchmarks/results/large.json
-and large.md.
+run.py calls this for its ``large`` phase; alone it writes a run file with a ``large``
+section (benchmarks/results/<date>-<commit>.json and .md, see record.py).
 
 Workload: one hourly driver source of ``drivers x hours`` rows (100M by default:
 100,000 drivers x 1,000 hours, ~2% of rows missing), written as one Parquet file per
@@ -443,6 +443,9 @@ def main() -> int:
     ap.add_argument("--work", default=os.path.join(HERE, ".work"))
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
+    import record
+
+    run_info = record.start(os.path.basename(__file__), a)
     import run as runner
 
     tag = f"large-{a.drivers}x{a.hours}-{a.entity_rows}"
@@ -472,13 +475,9 @@ def main() -> int:
         tuple(x for x in a.phases.split(",") if x),
     )
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    os.makedirs(a.results, exist_ok=True)
-    with open(os.path.join(a.results, "large.json"), "w") as f:
-        json.dump(report, f, indent=2, default=str)
     md = render_md(report)
-    with open(os.path.join(a.results, "large.md"), "w") as f:
-        f.write(f"# Large-scale run ({report['date']})\n\n{md}")
-    print("\n" + md)
+    path = record.write(run_info, {"large": report}, [f"## Large scale\n\n{md}"], a.results)
+    print("\n" + md + f"\nwrote {os.path.relpath(path, ROOT)} and its .md")
     return 0
 
 

@@ -5,8 +5,9 @@
 Every phase of every library runs in its own fresh child process
 (benchmarks/side.py) under that library's virtualenv; sides are interleaved
 (tiffin apply, Feast apply, tiffin historical, ...).  The child times the call
-in-process and reports its peak RSS (VmHWM); the parent also records wait4().  Results go to
-benchmarks/results/latest.json and latest.md.  See benchmarks/README.md.
+in-process and reports its peak RSS (VmHWM); the parent also records wait4().  Each run
+writes benchmarks/results/<date>-<commit>.json and .md (record.py), to be committed.
+See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -26,6 +26,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import gen_data  # noqa: E402
+import record  # noqa: E402
+from record import machine_info  # noqa: E402
 
 PHASES = ["apply", "historical", "materialize", "online_1", "online_100"]
 # Separate harnesses with their own repos and tables: the feature servers under wrk
@@ -77,6 +79,21 @@ def child_env(pycache: str) -> dict:
     env["PYTHONPYCACHEPREFIX"] = pycache
     env.setdefault("PYTHONHASHSEED", "0")
     return env
+
+
+def warm_page_cache(data_dir: str) -> float:
+    """Read every file of the data set once, so that neither side pays the disk.
+
+    The sides run in a fixed order (tiffin first); with data files left on disk by an
+    earlier run, the first reader would pay their reads and the second would not.
+    """
+    t0 = time.perf_counter()
+    for dirpath, _dirs, files in os.walk(data_dir):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                while f.read(1 << 24):
+                    pass
+    return time.perf_counter() - t0
 
 
 def warm_bytecode(python: str, lib: str, env: dict) -> float:
@@ -324,34 +341,6 @@ def compare_online(paths: dict[str, str]) -> dict:
 # --------------------------------------------------------------------------- report
 
 
-def machine_info() -> dict:
-    info = {
-        "nproc": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-    try:
-        info["nproc"] = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
-    except Exception:
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    info["mem_total_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
-
-
 def _fmt(v, unit: str) -> str:
     if v is None:
         return "-"
@@ -407,6 +396,10 @@ def table_rows(results: dict) -> list[list[str]]:
         else:
             vt, vf = _val(rt_, "seconds"), _val(rf_, "seconds")
             rows.append([f"{phase} (s)", _cell(rt_, vt, "s"), _cell(rf_, vf, "s"), _ratio(vt, vf), *mem])
+            wt, wf = _val(rt_, "warm_seconds"), _val(rf_, "warm_seconds")
+            if wt is not None or wf is not None:  # historical: the same call again, same process
+                again = [_cell(rt_, wt, "s"), _cell(rf_, wf, "s"), _ratio(wt, wf)]
+                rows.append([f"{phase}, again (s)", *again, "", "", ""])
     return rows
 
 
@@ -462,6 +455,11 @@ def summary_lines(report: dict) -> list[str]:
                 f"materialize {LABEL[lib]}: {r['source_rows']:,} source rows, "
                 f"{r['rows_per_second']:,.0f} rows/s"
             )
+    if any("warm_seconds" in report["results"].get(lib, {}).get("historical", {}) for lib in LIBS):
+        lines.append(
+            "historical, again: the same call a second time in the same process; the first "
+            "also pays each library's lazy imports and first-use setup"
+        )
     ex = report.get("exactness")
     if ex:
         if ex.get("mismatching_cells") is None and "reason" in ex:
@@ -578,7 +576,11 @@ def main() -> int:
     ap.add_argument("--soak", type=float, default=600, help="seconds of tiffin server soak (0: none)")
     ap.add_argument("--large-feast-timeout", type=float, default=1800)
     ap.add_argument("--backends-scale", type=float, default=0.1)
+    ap.add_argument("--backends-stores", default="postgres,spark", help="backends: which offline stores")
+    ap.add_argument("--spark-rounds", type=int, default=1,
+                    help="backends: fresh processes per side for Spark's cold and warm retrievals")
     a = ap.parse_args()
+    run_info = record.start("run.py", a)
 
     phases = parse_phases(a.phases)
     libs = [x.strip() for x in a.libs.split(",") if x.strip()]
@@ -623,6 +625,9 @@ def main() -> int:
     for lib in libs:
         took = warm_bytecode(pythons[lib], lib, envs[lib])
         print(f"bytecode cache for {LABEL[lib]}: {took:.1f} s", flush=True)
+
+    if any(p in PHASES for p in phases):
+        print(f"page cache: read the data set in {warm_page_cache(data):.1f} s", flush=True)
 
     results: dict = {lib: {} for lib in libs}
     broken: dict = {}
@@ -735,7 +740,11 @@ def main() -> int:
         bwork = os.path.join(os.path.abspath(a.work), f"scale-{bscale:g}", "backends")
         os.makedirs(bwork, exist_ok=True)
         print(f"[{datetime.now():%H:%M:%S}] offline stores (scale {bscale:g})", flush=True)
-        report["backends"] = backends.run(bdata, bwork, pythons, envs, libs, ["postgres", "spark"])
+        report["backends"] = backends.run(
+            bdata, bwork, pythons, envs, libs, [x for x in a.backends_stores.split(",") if x],
+            spark_rounds=a.spark_rounds,
+        )
+        report["backends"]["scale"] = bscale
         extra_md += f"\n## PostgreSQL and Spark offline stores (scale {bscale:g})\n\n" + backends.render_md(
             report["backends"]
         )
@@ -760,15 +769,17 @@ def main() -> int:
     if extra_md:
         print(extra_md)
 
-    os.makedirs(a.results, exist_ok=True)
-    with open(os.path.join(a.results, "latest.json"), "w") as f:
-        json.dump(report, f, indent=2, default=str)
-    with open(os.path.join(a.results, "latest.md"), "w") as f:
-        f.write(f"# tiffin vs Feast benchmark ({report['date']})\n\n")
-        f.write(render_md(rows) + "\n\n")
-        f.write("\n".join(f"- {x}" for x in lines) + "\n")
-        f.write(extra_md)
-    print(f"\nwrote {os.path.relpath(os.path.join(a.results, 'latest.json'), ROOT)} and latest.md")
+    # One file per run: the main phases and each harness as its own section.
+    harnesses = [h for h in EXTRA if h in report]
+    sections = {h: report.pop(h) for h in harnesses}
+    md_parts = [extra_md]
+    if any(p in PHASES for p in phases):
+        sections = {"main": report, **sections}
+        # summary_lines indents a line that belongs to the one above: a nested bullet here
+        summary = "\n".join(f"  - {x.strip()}" if x.startswith("  ") else f"- {x}" for x in lines)
+        md_parts.insert(0, f"## Main phases\n\n{render_md(rows)}\n\n{summary}\n")
+    path = record.write(run_info, sections, md_parts, a.results)
+    print(f"\nwrote {os.path.relpath(path, ROOT)} and its .md (commit them to keep the figures)")
     failed = any(not r.get("ok") for lib in libs for r in results[lib].values())
     return 1 if failed else 0
 

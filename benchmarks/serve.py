@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/serve.py [--scale 1.0] [--stores sqlite,redis] \
         [--duration 20] [--repeats 3] [--soak 600] [--workers 2]
 
-run.py calls this for its ``serve`` phase (part of ``all``); alone it writes
-benchmarks/results/serve.json and serve.md.
+run.py calls this for its ``serve`` phase (part of ``all``); alone it writes a run file
+with a ``serve`` section (benchmarks/results/<date>-<commit>.json and .md, see record.py).
 
 For each online store, each side gets its own feature repo: the benchmark's
 definitions (side.py) plus a push source and its view, then ``apply`` and a full
@@ -691,6 +691,9 @@ def main() -> int:
     ap.add_argument("--work", default=os.path.join(HERE, ".work"))
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
+    import record
+
+    run_info = record.start(os.path.basename(__file__), a)
     libs = [x for x in a.libs.split(",") if x]
     pythons = {
         "tiffin": os.path.join(ROOT, ".venv", "bin", "python"),
@@ -719,13 +722,9 @@ def main() -> int:
         a.repeats,
     )
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    os.makedirs(a.results, exist_ok=True)
-    with open(os.path.join(a.results, "serve.json"), "w") as f:
-        json.dump(report, f, indent=2, default=str)
     md = render_md(report)
-    with open(os.path.join(a.results, "serve.md"), "w") as f:
-        f.write(f"# Feature server: tiffin vs Feast ({report['date']})\n\n{md}")
-    print("\n" + md)
+    path = record.write(run_info, {"serve": report}, [f"## Feature server\n\n{md}"], a.results)
+    print("\n" + md + f"\nwrote {os.path.relpath(path, ROOT)} and its .md")
     return 0
 
 
