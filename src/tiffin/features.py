@@ -55,6 +55,10 @@ class FeaturePlan:
     views: list[ViewRequest]
     output_names: list[str]  # every output feature, in request order
     odfvs: list[OdfvRequest] = field(default_factory=list)
+    # The join keys of the project's other entities (-> their type, None if unknown): a
+    # request may send them although no requested view uses them, and, as in Feast, an
+    # online answer returns them with the entity columns.
+    other_entity_columns: dict[str, Any] = field(default_factory=dict)
 
     @property
     def view_outputs(self) -> list[str]:
@@ -191,7 +195,28 @@ def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
         raise FeatureNameCollisionError(
             f"feature name(s) {sorted(clashes)} clash with entity columns",
             hint="pass full_feature_names=True to name them view__feature")
-    return FeaturePlan(list(requests.values()), output_names, list(odfvs.values()))
+    return FeaturePlan(list(requests.values()), output_names, list(odfvs.values()),
+                       _other_entity_columns(snapshot, reserved | set(output_names)))
+
+
+def _other_entity_columns(snapshot: Any, used: set[str]) -> dict[str, Any]:
+    from tiffin.types import from_value_type
+    resolved = {f.name: f.dtype for v in snapshot.list("feature_views")
+                for f in v.entity_columns}
+    out: dict[str, Any] = {}
+    for entity in snapshot.list("entities"):
+        key = entity.join_key
+        if key in used or key in out:  # (a feature of that name is what the answer holds)
+            continue
+        # The type apply resolved for views keyed on it, else the declared one.
+        dtype = resolved.get(key)
+        if dtype is None and entity.value_type is not None:
+            try:
+                dtype = from_value_type(entity.value_type)
+            except ValueError:  # UNKNOWN and the like: nothing to check against
+                dtype = None
+        out[key] = dtype
+    return out
 
 
 __all__ = ["ViewRequest", "OdfvRequest", "FeaturePlan", "plan_features"]
