@@ -266,9 +266,16 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
 
 async def read_online_async(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
                             now: float | None = None) -> OnlineResponse:
-    """``read_online`` that awaits the store, for stores with an asynchronous client."""
+    """``read_online`` for an event loop: the store's reads never block it."""
     reads, finish = _begin(plan, entity_rows, now)
-    return finish(await store.read_many_async(reads) if reads else [])
+    if not reads:
+        return finish([])
+    if store.async_reads:
+        return finish(await store.read_many_async(reads))
+    # A store without an async path reads in a worker thread (the base class's default,
+    # asked for here by name so a store that overrides read_many_async without declaring
+    # async_reads still cannot block the loop).
+    return finish(await OnlineStore.read_many_async(store, reads))
 
 
 def _begin(plan: FeaturePlan, entity_rows: Any, now: float | None

@@ -430,4 +430,4 @@ def test_store_that_was_never_prepared_answers_not_found(tmp_path, online_backen
     w.store.online_store.teardown(w.store.list_feature_views())
     resp = w.read(["pair_stats:trips"], {"driver_id": [1], "customer_id": ["a"]})
     assert resp.statuses["trips"] == [NF]
-    w.store.close()
+    w.close()
