@@ -75,6 +75,8 @@ class FeatureStore:
         self.repo_path = config.repo_path
         self.registry: Registry = open_registry(config)
         self._plans: dict[tuple, tuple[int, FeaturePlan]] = {}
+        # Push source name -> (registry snapshot, its batch source's schema): see push.py.
+        self._push_schemas: dict[str, tuple[Any, Any]] = {}
 
     @property
     def project(self) -> str:
