@@ -166,3 +166,23 @@ def test_a_request_waiting_on_a_locked_table_holds_up_no_other(served):
     assert isinstance(push, httpx.Response) and push.status_code == 200, push
     with httpx.Client(timeout=PROMPT) as c:
         assert read(c, base, "slow", (1, 3)).json()["results"][1]["values"] == [0.5, 0.75]
+
+
+def test_unreachable_postgresql_is_a_prompt_503_on_the_async_path(served, tmp_path):
+    # The same repository, its online store moved to a port nothing listens on.
+    from fastapi.testclient import TestClient
+
+    from tiffin.config import load_repo_config
+    config = load_repo_config(tmp_path)
+    dead = config.online_store.model_copy(update={"port": _free_port(),
+                                                  "connect_timeout_seconds": 1})
+    store = FeatureStore(repo_path=tmp_path, config=config.model_copy(
+        update={"online_store": dead}))
+    with TestClient(create_app(store)) as c:
+        started = time.monotonic()
+        r = c.post("/get-online-features", json={"features": ["fast:rate"],
+                                                  "entities": {"driver_id": [1]}})
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["type"] == "StoreUnavailableError"
+        assert "PostgreSQL unreachable while reading 'fast'" in r.json()["error"]["message"]
+        assert time.monotonic() - started < 10

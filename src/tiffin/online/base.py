@@ -117,3 +117,8 @@ class OnlineStore(ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+    async def aclose(self) -> None:
+        """``close`` from an event loop, in its thread: clients opened on that loop are
+        closed on it (a store with per-loop async clients overrides this)."""
+        self.close()

@@ -214,9 +214,8 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
         refresher.start()
         yield
         refresher.stop()
-        # In a thread: closing may wait on the network, and a store's pools belonging to
-        # this loop are closed on it, which needs the loop running.
-        await anyio.to_thread.run_sync(store.close)
+        # On this loop's thread: the store's async clients belong to it.
+        await store.aclose()
 
     app = _FeatureServer(title="tiffin feature server", version="1", lifespan=lifespan)
     app.state.store = store

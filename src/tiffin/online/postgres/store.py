@@ -157,6 +157,13 @@ class PostgreSQLOnlineStore(OnlineStore):
     def ping(self) -> None:
         self._run("pinging", lambda con: con.execute("SELECT 1").fetchall())
 
+    async def aclose(self) -> None:
+        with self._async_lock:
+            pool = self._async_pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+        self.close()
+
     def close(self) -> None:
         if self._opened:
             self.pool.close()
@@ -166,8 +173,8 @@ class PostgreSQLOnlineStore(OnlineStore):
             pools, self._async_pools = self._async_pools, {}
         for loop, pool in pools.items():
             # A pool is closed on its own loop: from here when that loop runs in another
-            # thread (the feature server closes its store in a worker thread) or is idle.
-            # A loop that has ended took its connections with it.
+            # thread or is idle (``aclose`` closes the running loop's pool first). A loop
+            # that has ended took its connections with it.
             if loop.is_closed():
                 continue
             try:
