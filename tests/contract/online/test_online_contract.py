@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pyarrow as pa
@@ -118,7 +118,9 @@ def test_unknown_key_is_not_found_and_stored_null_is_null_value(world):
     (timedelta(days=400), OLD),
 ])
 def test_ttl_is_enforced_on_read(world, age, expected_status):
-    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW - age, "i64": 5}])
+    # Aged from now, not from NOW (taken at import): a long run must not age the row.
+    now = datetime.now(timezone.utc)
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": now - age, "i64": 5}])
     resp = world.read(["driver_stats:i64"], [{"driver_id": 1}])
     assert resp.statuses["i64"] == [expected_status]
     assert resp.status_names("i64") == [expected_status.name]
