@@ -8,6 +8,7 @@ retrieval so both name, order and validate features the same way.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,10 @@ class FeaturePlan:
     views: list[ViewRequest]
     output_names: list[str]  # every output feature, in request order
     odfvs: list[OdfvRequest] = field(default_factory=list)
+    # The join keys of the project's other entities (-> their type, None if unknown): a
+    # request may send them although no requested view uses them, and, as in Feast, an
+    # online answer returns them with the entity columns.
+    other_entity_columns: dict[str, Any] = field(default_factory=dict)
 
     @property
     def view_outputs(self) -> list[str]:
@@ -191,7 +196,39 @@ def plan_features(snapshot: Any, features: Sequence[str] | FeatureService | str,
         raise FeatureNameCollisionError(
             f"feature name(s) {sorted(clashes)} clash with entity columns",
             hint="pass full_feature_names=True to name them view__feature")
-    return FeaturePlan(list(requests.values()), output_names, list(odfvs.values()))
+    return FeaturePlan(list(requests.values()), output_names, list(odfvs.values()),
+                       _other_entity_columns(snapshot, reserved | set(output_names)))
+
+
+# Snapshot -> every entity's join key and its type. Feature-service plans are made per
+# request, so this walk over every view is done once per registry version instead.
+_ENTITY_KEYS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _entity_keys(snapshot: Any) -> dict[str, Any]:
+    keys = _ENTITY_KEYS.get(snapshot)
+    if keys is not None:
+        return keys
+    from tiffin.types import from_value_type
+    resolved = {f.name: f.dtype for v in snapshot.list("feature_views")
+                for f in v.entity_columns}
+    keys = {}
+    for entity in snapshot.list("entities"):
+        # The type apply resolved for views keyed on it, else the declared one.
+        dtype = resolved.get(entity.join_key)
+        if dtype is None and entity.value_type is not None:
+            try:
+                dtype = from_value_type(entity.value_type)
+            except ValueError:  # UNKNOWN and the like: nothing to check against
+                dtype = None
+        keys.setdefault(entity.join_key, dtype)
+    _ENTITY_KEYS[snapshot] = keys
+    return keys
+
+
+def _other_entity_columns(snapshot: Any, used: set[str]) -> dict[str, Any]:
+    # (a feature named like a join key is what the answer holds under that name)
+    return {k: t for k, t in _entity_keys(snapshot).items() if k not in used}
 
 
 __all__ = ["ViewRequest", "OdfvRequest", "FeaturePlan", "plan_features"]

@@ -122,6 +122,19 @@ def _check_columns(table: pa.Table, required: list[str], allowed: list[str], wha
                            hint=did_you_mean(extra[0], allowed) or f"expected {allowed}")
 
 
+def _source_schema(store: FeatureStore, snap: Any, batch: DataSource) -> pa.Schema:
+    """The batch source's columns, read once per registry version: asking the offline
+    store costs I/O (a PostgreSQL connection, a Parquet footer) on every push otherwise.
+    A registry change (a new snapshot) reads it again, so does a new source definition."""
+    cache = store._push_schemas
+    hit = cache.get(batch.name)
+    if hit is not None and hit[0] is snap:
+        return hit[1]
+    schema = store.offline_store.source_schema(batch)
+    cache[batch.name] = (snap, schema)
+    return schema
+
+
 def push(store: FeatureStore, push_source_name: str, df: Any, to: Any = PushMode.ONLINE,
          allow_registry_cache: bool = True) -> int:
     """Validate ``df`` against the push source and write it; returns the rows written."""
@@ -136,7 +149,7 @@ def push(store: FeatureStore, push_source_name: str, df: Any, to: Any = PushMode
     views = [v for v in snap.list("feature_views") if v.source.name == push_source_name]
     batch = source.batch
     table = _frame(df, what)
-    schema = store.offline_store.source_schema(batch)
+    schema = _source_schema(store, snap, batch)
     required = required_columns(views, batch)
     _check_columns(table, required, schema.names, what)
 

@@ -75,6 +75,8 @@ class FeatureStore:
         self.repo_path = config.repo_path
         self.registry: Registry = open_registry(config)
         self._plans: dict[tuple, tuple[int, FeaturePlan]] = {}
+        # Push source name -> (registry snapshot, its batch source's schema): see push.py.
+        self._push_schemas: dict[str, tuple[Any, Any]] = {}
 
     @property
     def project(self) -> str:
@@ -102,6 +104,15 @@ class FeatureStore:
         for name in ("offline_store", "online_store"):
             if name in self.__dict__:
                 self.__dict__[name].close()
+
+    async def aclose(self) -> None:
+        """``close`` from an event loop (a server's shutdown): the online store's async
+        clients are closed on the loop they belong to."""
+        online = self.__dict__.get("online_store")
+        if online is not None:
+            await online.aclose()
+        if "offline_store" in self.__dict__:
+            self.__dict__["offline_store"].close()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -236,7 +247,9 @@ class FeatureStore:
     async def get_online_features_async(self, features: Sequence[str] | FeatureService,
                                         entity_rows: Any, full_feature_names: bool = False,
                                         **_feast_only: Any) -> OnlineResponse:
-        """``get_online_features`` for an event loop: the store's I/O is awaited."""
+        """``get_online_features`` for an event loop, which it never blocks: a store with
+        an async client (Redis, PostgreSQL) is awaited, any other reads in a worker thread
+        (SQLite's microsecond reads stay on the loop)."""
         plan = self._plan(features, full_feature_names)
         return await read_online_async(self.online_store, plan, entity_rows)
 

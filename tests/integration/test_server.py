@@ -45,8 +45,10 @@ def make_repo(tmp_path):
                         schema=[Field(name="rate", dtype=Float64), Field(name="trips", dtype=Int64),
                                 Field(name="city", dtype=String)])
     svc = FeatureService(name="svc", features=[stats[["trips", "rate"]]])
+    # An entity no view uses: a request may still send its join key (returned as sent).
+    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
     store = FeatureStore(repo_path=tmp_path)
-    store.apply([driver, batch, push, stats, svc])
+    store.apply([driver, customer, batch, push, stats, svc])
     store.materialize(NOW - timedelta(days=1), NOW)
     return store
 
@@ -75,6 +77,27 @@ def test_get_online_features_json(client):
                                                      "entities": {"driver_id": [1]},
                                                      "full_feature_names": True}).json()
     assert svc["metadata"]["feature_names"] == ["driver_id", "stats__trips", "stats__rate"]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_every_entity_column_sent_is_answered_as_feast_does(client, fast):
+    # Feast's answer: every join key of the project that the request sent, in its order,
+    # PRESENT with epoch event times, even one no requested feature uses; other columns
+    # are left out. fast=False sends the body FastAPI's route answers (a coerced flag).
+    body = {"features": ["stats:rate"], "full_feature_names": False if fast else "false",
+            "entities": {"customer_id": ["a", None], "driver_id": [1, 9], "note": [0, 0]}}
+    r = client.post("/get-online-features", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["metadata"]["feature_names"] == ["customer_id", "driver_id", "rate"]
+    customer, driver, rate = got["results"]
+    assert customer == {"values": ["a", None], "statuses": ["PRESENT", "PRESENT"],
+                        "event_timestamps": ["1970-01-01T00:00:00Z"] * 2}
+    assert driver["values"] == [1, 9] and rate["values"] == [0.5, None]
+    assert rate["statuses"] == ["PRESENT", "NOT_FOUND"]
+    bad = client.post("/get-online-features", json={**body, "entities": {
+        "customer_id": [1, 2], "driver_id": [1, 9]}})
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "EntityValueError"
 
 
 @pytest.mark.parametrize("path, body, status, kind, text", [

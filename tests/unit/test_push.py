@@ -133,3 +133,26 @@ def test_null_key_or_event_time_is_a_request_error_and_writes_nothing(store, col
             store.write_to_online_store("stats", df)
     got = store.get_online_features(["stats:rate"], [{"driver_id": 7}]).to_dict()
     assert got["rate"] == [None]  # the valid first row was not written either
+
+
+def test_the_source_schema_is_read_once_per_registry_version(store, monkeypatch):
+    # Each read of the schema is I/O (a Parquet footer here, a PostgreSQL connection for a
+    # table source): pushes reuse it until the registry changes.
+    calls = []
+    read_schema = store.offline_store.source_schema
+    monkeypatch.setattr(store.offline_store, "source_schema",
+                        lambda source: calls.append(source.name) or read_schema(source))
+    for i in range(3):
+        store.push("stats_push", rows(0.5 - i * 0.1, 0.1 * i))
+    store.push("stats_push", rows(0.1, 0.7), allow_registry_cache=False)  # (unchanged)
+    assert calls == ["stats_batch"]
+    assert online(store)["rate"] == [0.7]
+
+    view = store.get_feature_view("stats")
+    view.tags = {"changed": "yes"}
+    store.apply([view])
+    calls.clear()  # (apply reads the schemas too, to check the sources)
+    store.push("stats_push", rows(0.05, 0.8), to="online_and_offline")
+    store.push("stats_push", rows(0.01, 0.9), to="online_and_offline")
+    assert calls == ["stats_batch"]
+    assert online(store)["rate"] == [0.9] and training(store)[-1] == 0.9

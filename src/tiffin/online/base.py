@@ -12,9 +12,10 @@ statuses, ttl and batching live once in ``tiffin.online.reader``.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,6 +55,12 @@ class PairRows(list):
 
 
 class OnlineStore(ABC):
+    # True when ``read_many_async`` never holds up its event loop: the store awaits its
+    # network I/O (Redis, PostgreSQL) or its reads are too short to be worth leaving the
+    # loop for (SQLite). For other stores the async read path (the feature server's)
+    # runs ``read_many`` in a worker thread, so a slow store stalls only its own request.
+    async_reads: ClassVar[bool] = False
+
     def __init__(self, config: BackendConfig, repo_config: RepoConfig):
         self.config = config
         self.repo_config = repo_config
@@ -100,13 +107,18 @@ class OnlineStore(ABC):
 
     async def read_many_async(self, reads: Sequence[tuple[FeatureView, Sequence[tuple],
                                                           Sequence[str]]]) -> list[Rows]:
-        """``read_many`` for an event loop. Stores whose reads wait on the network
-        (Redis) override this so a server overlaps requests while the store answers;
-        the default reads synchronously (an embedded store has nothing to wait for)."""
-        return self.read_many(reads)
+        """``read_many`` for an event loop, which it must not block. Stores that set
+        ``async_reads`` override this (their client awaits the network); the default
+        runs ``read_many`` in the loop's default (bounded) thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.read_many, reads)
 
     def ping(self) -> None:
         """Raise if the store cannot be reached (health checks)."""
 
     def close(self) -> None:
         """Release connections."""
+
+    async def aclose(self) -> None:
+        """``close`` from an event loop, in its thread: clients opened on that loop are
+        closed on it (a store with per-loop async clients overrides this)."""
+        self.close()

@@ -146,9 +146,11 @@ class OnlineResponse:
         return to_polars(self.to_arrow(include_event_timestamps))
 
 
-def entity_columns(entity_rows: Any, needed: Sequence[str], what: str = "join key"
+def entity_columns(entity_rows: Any, needed: Sequence[str], what: str = "join key",
+                   optional: Mapping[str, Any] | frozenset[str] = frozenset()
                    ) -> tuple[dict[str, list], int]:
-    """Rows as a list of dicts or a dict of lists (or a DataFrame) -> the needed columns."""
+    """Rows as a list of dicts or a dict of lists (or a DataFrame) -> the needed columns,
+    and those of ``optional`` the caller sent, in the caller's order."""
     if isinstance(entity_rows, Mapping):
         lengths = {k: len(v) for k, v in entity_rows.items()}
         if len(set(lengths.values())) > 1:
@@ -158,15 +160,19 @@ def entity_columns(entity_rows: Any, needed: Sequence[str], what: str = "join ke
             if k not in entity_rows:
                 raise _missing(k, list(entity_rows), what=what)
         # Entity columns come back in the caller's order.
-        return {k: list(v) for k, v in entity_rows.items() if k in needed}, n
+        return {k: list(v) for k, v in entity_rows.items()
+                if k in needed or k in optional}, n
     if type(entity_rows).__module__.split(".")[0] in ("pandas", "polars"):
         return entity_columns(entity_rows.to_dict(as_series=False) if hasattr(
-            entity_rows, "to_arrow") else entity_rows.to_dict("list"), needed, what)
+            entity_rows, "to_arrow") else entity_rows.to_dict("list"), needed, what, optional)
     if not isinstance(entity_rows, Sequence) or isinstance(entity_rows, (str, bytes)):
         raise RequestError("entity_rows must be a list of dicts or a dict of lists, got "
                            f"{type(entity_rows).__name__}")
     first = entity_rows[0] if entity_rows and isinstance(entity_rows[0], Mapping) else {}
-    ordered = [k for k in first if k in needed] + [k for k in needed if k not in first]
+    # Optional columns are those of the first row (as the needed ones, every row must have
+    # them then): a row missing one is reported, never given a made-up null.
+    ordered = [k for k in first if k in needed or k in optional] + \
+        [k for k in needed if k not in first]
     try:
         # The hot path (plain dicts, every key present) is one comprehension per column.
         cols = {k: [row[k] for row in entity_rows] for k in ordered}
@@ -229,12 +235,15 @@ class _ReadPlan:
 
     def __init__(self, plan: FeaturePlan):
         self.entity_columns = plan.entity_columns
-        self.key_types: dict[str, FeastType] = {}
+        # Other entities' join keys: returned when sent, checked against their type.
+        self.optional = dict(plan.other_entity_columns)
+        self.key_types: dict[str, FeastType | None] = dict(self.optional)
         self.views = []
         for v in plan.views:
             types = {f.name: f.dtype for f in v.view.entity_columns}
             for key, col in zip(v.join_keys, v.entity_columns):
-                self.key_types.setdefault(col, types[key])
+                if self.key_types.get(col) is None:
+                    self.key_types[col] = types[key]
             names = [f.name for f in v.features]
             ttl = v.view.ttl_seconds
             self.views.append((v.view, v.entity_columns, names,
@@ -257,9 +266,16 @@ def read_online(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
 
 async def read_online_async(store: OnlineStore, plan: FeaturePlan, entity_rows: Any,
                             now: float | None = None) -> OnlineResponse:
-    """``read_online`` that awaits the store, for stores with an asynchronous client."""
+    """``read_online`` for an event loop: the store's reads never block it."""
     reads, finish = _begin(plan, entity_rows, now)
-    return finish(await store.read_many_async(reads) if reads else [])
+    if not reads:
+        return finish([])
+    if store.async_reads:
+        return finish(await store.read_many_async(reads))
+    # A store without an async path reads in a worker thread (the base class's default,
+    # asked for here by name so a store that overrides read_many_async without declaring
+    # async_reads still cannot block the loop).
+    return finish(await OnlineStore.read_many_async(store, reads))
 
 
 def _begin(plan: FeaturePlan, entity_rows: Any, now: float | None
@@ -267,9 +283,11 @@ def _begin(plan: FeaturePlan, entity_rows: Any, now: float | None
                       Callable[[list[Rows]], OnlineResponse]]:
     """Validate the request and list the store reads: (reads, finish(results) -> answer)."""
     rp = _read_plan(plan)
-    cols, n = entity_columns(entity_rows, rp.entity_columns)
+    cols, n = entity_columns(entity_rows, rp.entity_columns, optional=rp.optional)
     for name, col in cols.items():
-        _check_key_values(name, col, rp.key_types[name])
+        dtype = rp.key_types[name]
+        if dtype is not None:
+            _check_key_values(name, col, dtype)
     now_us = int((time.time() if now is None else now) * 1_000_000)
     # First the keys of every view, then one read_many for all of them, so a store that
     # can (Redis) answers the whole request in one round trip. Stores answer row for

@@ -6,6 +6,10 @@ bad input 400 (422 for a body that does not match the schema), a store that
 cannot be reached 503, all declared in the OpenAPI document. A 500 means a bug
 in tiffin, never bad input.
 The registry is refreshed by a background thread; requests never parse it.
+Nothing blocks the event loop: online reads await their store (or run in a
+thread, for a store without an async path), and writes (``/push``,
+``/write-to-online-store``) and the synchronous endpoints run in worker threads,
+so a slow store holds up only the requests that wait on it.
 
 Run it with ``tiffin serve`` (or any ASGI server on ``create_app``).
 """
@@ -22,6 +26,8 @@ from functools import partial
 from http import HTTPStatus
 from typing import Any, Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
@@ -188,8 +194,13 @@ class _FeatureServer(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 5.0) -> FastAPI:
-    """The ASGI app. Without ``store``, the repository comes from $TIFFIN_REPO_PATH (or .)."""
+def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 5.0,
+               write_threads: int = 8) -> FastAPI:
+    """The ASGI app. Without ``store``, the repository comes from $TIFFIN_REPO_PATH (or .).
+
+    ``write_threads`` bounds the writes (pushes, online writes) running at once; more
+    wait their turn, without holding the threads of the other endpoints.
+    """
     if store is None:
         store = FeatureStore(repo_path=os.environ.get("TIFFIN_REPO_PATH", "."))
     # Requests use the cached snapshot; only the background thread refreshes it.
@@ -203,7 +214,8 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
         refresher.start()
         yield
         refresher.stop()
-        store.close()
+        # On this loop's thread: the store's async clients belong to it.
+        await store.aclose()
 
     app = _FeatureServer(title="tiffin feature server", version="1", lifespan=lifespan)
     app.state.store = store
@@ -272,19 +284,30 @@ def create_app(store: FeatureStore | None = None, registry_ttl_seconds: float = 
                                  body.full_feature_names)
         return Response(payload, status_code=status, media_type="application/json")
 
+    limiter: list[anyio.CapacityLimiter] = []  # made on first use: it needs a running loop
+
+    async def in_write_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(write_threads))
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs),
+                                              limiter=limiter[0])
+
     @app.post("/push", response_model=RowsResponse, responses=errors(400, 404, 422, 503))
     async def push(body: PushRequest) -> Response:
-        rows = store.push(body.push_source_name, body.df, to=body.to,
-                          allow_registry_cache=body.allow_registry_cache)
+        rows = await in_write_thread(store.push, body.push_source_name, body.df, to=body.to,
+                                     allow_registry_cache=body.allow_registry_cache)
         metrics.rows_pushed.labels(body.push_source_name).inc(rows)
         return json_response({"rows": rows})
 
     @app.post("/write-to-online-store", response_model=RowsResponse,
               responses=errors(400, 404, 422, 503))
     async def write_to_online_store(body: WriteToOnlineStoreRequest) -> Response:
-        rows = store.write_to_online_store(body.feature_view_name, body.df,
-                                           allow_registry_cache=body.allow_registry_cache)
+        rows = await in_write_thread(store.write_to_online_store, body.feature_view_name,
+                                     body.df, allow_registry_cache=body.allow_registry_cache)
         return json_response({"rows": rows})
+
+    # The endpoints below are plain functions on purpose: FastAPI runs them in its worker
+    # threads (materializing, and /health's registry read and store ping, wait on I/O).
 
     @app.post("/materialize", response_model=MaterializeResponse,
               responses=errors(400, 404, 422, 503))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,10 @@ ONLINE_BACKENDS = [
         "type": "postgres", "host": os.environ.get("TIFFIN_TEST_POSTGRES_HOST", "127.0.0.1"),
         "user": "postgres", "database": "postgres", "db_schema": "tiffin_contract"},
         [pytest.mark.postgres]),
+    OnlineBackend("postgres-async", lambda tmp: {
+        "type": "postgres", "host": os.environ.get("TIFFIN_TEST_POSTGRES_HOST", "127.0.0.1"),
+        "user": "postgres", "database": "postgres", "db_schema": "tiffin_contract"},
+        [pytest.mark.postgres], read_async=True),
     OnlineBackend("redis-cluster", _cluster, [pytest.mark.redis], servers="redis_cluster"),
     OnlineBackend("redis-cluster-async", _cluster, [pytest.mark.redis], read_async=True,
                   servers="redis_cluster"),
@@ -113,6 +118,8 @@ class OnlineWorld:
     def __init__(self, tmp_path, backend: OnlineBackend, driver_ttl=timedelta(hours=2)):
         self.tmp = tmp_path
         self.backend = backend
+        self._local = threading.local()
+        self.loops: list[asyncio.AbstractEventLoop] = []
         self.driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
         self.customer = Entity(name="customer", join_keys=["customer_id"],
                                value_type=ValueType.STRING)
@@ -163,9 +170,20 @@ class OnlineWorld:
 
     def read(self, features, rows, **kw):
         if self.backend.read_async:
-            return asyncio.run(self.store.get_online_features_async(
+            # One event loop per thread for the whole test, as a server worker has: an
+            # async client's connections belong to the loop that opened them.
+            loop = getattr(self._local, "loop", None)
+            if loop is None:
+                loop = self._local.loop = asyncio.new_event_loop()
+                self.loops.append(loop)
+            return loop.run_until_complete(self.store.get_online_features_async(
                 features=features, entity_rows=rows, **kw))
         return self.store.get_online_features(features=features, entity_rows=rows, **kw)
+
+    def close(self):
+        self.store.close()
+        for loop in self.loops:
+            loop.close()
 
 
 @pytest.fixture
@@ -173,4 +191,4 @@ def world(tmp_path, online_backend):
     w = OnlineWorld(tmp_path, online_backend)
     yield w
     w.store.online_store.teardown(w.store.list_feature_views())
-    w.store.close()
+    w.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pyarrow as pa
@@ -118,7 +118,9 @@ def test_unknown_key_is_not_found_and_stored_null_is_null_value(world):
     (timedelta(days=400), OLD),
 ])
 def test_ttl_is_enforced_on_read(world, age, expected_status):
-    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW - age, "i64": 5}])
+    # Aged from now, not from NOW (taken at import): a long run must not age the row.
+    now = datetime.now(timezone.utc)
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": now - age, "i64": 5}])
     resp = world.read(["driver_stats:i64"], [{"driver_id": 1}])
     assert resp.statuses["i64"] == [expected_status]
     assert resp.status_names("i64") == [expected_status.name]
@@ -185,6 +187,38 @@ def test_features_come_back_in_request_order_across_views(world):
     full = world.read(feats, [{"driver_id": 1, "customer_id": "c"}], full_feature_names=True)
     assert list(full.to_dict())[2:] == ["customer_stats__tier", "driver_stats__i64",
                                         "customer_stats__spend", "driver_stats__s"]
+
+
+def test_every_entity_column_sent_comes_back_in_the_callers_order(world):
+    # As Feast: a join key of another entity of the project, used by no requested
+    # feature, is returned too (not looked up), where the caller put it; a column that
+    # is no entity's join key is not.
+    world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW, "i64": 10}])
+    rows = [{"customer_id": "c", "driver_id": 1, "note": "x"},
+            {"customer_id": None, "driver_id": 2, "note": "y"}]
+    resp = world.read(["driver_stats:i64"], rows)
+    assert resp.to_dict() == {"customer_id": ["c", None], "driver_id": [1, 2], "i64": [10, None]}
+    assert resp.feature_names == ["customer_id", "driver_id", "i64"]
+    assert list(resp.to_df().columns) == ["customer_id", "driver_id", "i64"]
+    assert resp.to_arrow().column("customer_id").to_pylist() == ["c", None]
+    as_cols = world.read(["driver_stats:i64"], {"driver_id": [1], "customer_id": ["c"]})
+    assert list(as_cols.to_dict()) == ["driver_id", "customer_id", "i64"]
+    as_df = world.read(["driver_stats:i64"], pd.DataFrame({"customer_id": ["c"],
+                                                           "driver_id": [1]}))
+    assert as_df.to_dict() == {"customer_id": ["c"], "driver_id": [1], "i64": [10]}
+    full = world.read(["driver_stats:i64"], rows[:1], full_feature_names=True)
+    assert list(full.to_dict()) == ["customer_id", "driver_id", "driver_stats__i64"]
+    # Statuses are the features' only: the echoed columns are not read from the store.
+    assert list(resp.statuses) == ["i64"] and resp.statuses["i64"] == [P, NF]
+
+
+def test_an_echoed_entity_column_is_checked_like_a_join_key(world):
+    with pytest.raises(EntityValueError, match="customer_id.*String.*int"):
+        world.read(["driver_stats:i64"], [{"driver_id": 1, "customer_id": 5}])
+    # Sent in the first row only: the later rows lack it, which is bad input, not a null.
+    with pytest.raises(EntityDataFrameError, match="missing join key 'customer_id'.*row 1"):
+        world.read(["driver_stats:i64"], [{"driver_id": 1, "customer_id": "c"},
+                                          {"driver_id": 2}])
 
 
 def test_composite_keys(world):
@@ -398,4 +432,4 @@ def test_store_that_was_never_prepared_answers_not_found(tmp_path, online_backen
     w.store.online_store.teardown(w.store.list_feature_views())
     resp = w.read(["pair_stats:trips"], {"driver_id": [1], "customer_id": ["a"]})
     assert resp.statuses["trips"] == [NF]
-    w.store.close()
+    w.close()

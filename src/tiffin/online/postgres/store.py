@@ -6,11 +6,18 @@ typed column per feature (arrays as JSON text). Writes COPY a batch into a
 temporary table, then one ``INSERT … ON CONFLICT … DO UPDATE … WHERE`` keeps
 the newer event; reads are one query per view. ``__tiffin_newest`` keeps, per
 view table, the newest event time ever written (freshness without a scan).
+
+Reads from an event loop (the feature server) go through psycopg's async driver,
+with an ``AsyncConnectionPool`` per loop (a pool's connections and tasks belong to
+the loop that opened them): while PostgreSQL answers, or waits on a lock, the loop
+serves other requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +33,7 @@ from tiffin.types import Array, FeastType, from_micros
 try:
     import psycopg
     from psycopg import sql
-    from psycopg_pool import ConnectionPool
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 except ImportError:  # pragma: no cover - only without the extra
     psycopg = None
 
@@ -51,13 +58,27 @@ def _decoder(dtype: FeastType) -> Callable[[Any], Any] | None:
     return None
 
 
+def _unavailable(what: str, e: Exception) -> Exception | None:
+    """The tiffin error for a driver or pool failure, None for any other exception."""
+    if isinstance(e, psycopg.OperationalError) or type(e).__module__.startswith("psycopg_pool"):
+        return StoreUnavailableError(f"PostgreSQL unreachable while {what}: {e}")
+    if isinstance(e, psycopg.Error):
+        return BackendError(f"PostgreSQL failed while {what}: {e}")
+    return None
+
+
 class PostgreSQLOnlineStore(OnlineStore):
+    async_reads = True
+
     def __init__(self, config: PostgreSQLOnlineStoreConfig, repo_config: RepoConfig):
         super().__init__(config, repo_config)
         if psycopg is None:
             raise MissingDependencyError("psycopg", "postgres")
         self.pool = self._new_pool()
         self._opened = False
+        self._async_pools: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._async_lock = threading.Lock()  # loops of several threads may open pools
+        self._closing: set[asyncio.Task] = set()
         self._queries: dict[tuple, tuple[Any, list]] = {}
         self._newest_ready = False  # __tiffin_newest is known to exist
 
@@ -76,14 +97,53 @@ class PostgreSQLOnlineStore(OnlineStore):
         try:
             with self._conn() as con:
                 return fn(con)
-        except psycopg.OperationalError as e:
-            raise StoreUnavailableError(f"PostgreSQL unreachable while {what}: {e}") from e
         except Exception as e:
-            if type(e).__module__.startswith("psycopg_pool"):
-                raise StoreUnavailableError(f"PostgreSQL unreachable while {what}: {e}") from e
-            if isinstance(e, psycopg.Error):
-                raise BackendError(f"PostgreSQL failed while {what}: {e}") from e
-            raise
+            error = _unavailable(what, e)
+            if error is None:
+                raise
+            raise error from e
+
+    async def _async_pool(self) -> Any:
+        loop = asyncio.get_running_loop()
+        pool = self._async_pools.get(loop)
+        if pool is not None:
+            return pool
+        with self._async_lock:
+            # Pools of loops that have ended are dropped as they are: their loop closed
+            # their sockets' transports and cancelled their tasks already.
+            for old in [lp for lp in self._async_pools if lp.is_closed()]:
+                del self._async_pools[old]
+            pool = self._async_pools[loop] = AsyncConnectionPool(
+                self.config.conninfo(), min_size=self.config.min_conn,
+                max_size=self.config.max_conn, open=False, kwargs={"autocommit": True})
+        await pool.open(wait=False)
+        return pool
+
+    async def read_many_async(self, reads: Sequence[tuple[FeatureView, Sequence[tuple],
+                                                          Sequence[str]]]) -> list[Rows]:
+        what = "reading " + ", ".join(dict.fromkeys(repr(v.name) for v, _, _ in reads))
+        try:
+            pool = await self._async_pool()
+            out: list[Rows] = []
+            async with pool.connection(timeout=self.config.connect_timeout_seconds) as con:
+                for view, keys, features in reads:
+                    if not keys:
+                        out.append([])
+                        continue
+                    query, decoders = self._read_query(view, features)
+                    try:
+                        cur = await con.execute(query, [list(c) for c in zip(*keys)],
+                                                prepare=True)
+                        rows = await cur.fetchall()
+                    except psycopg.errors.UndefinedTable:
+                        rows = [None] * len(keys)  # never materialized here: NOT_FOUND
+                    out.append(_decode(rows, decoders))
+            return out
+        except Exception as e:
+            error = _unavailable(what, e)
+            if error is None:
+                raise
+            raise error from e
 
     def _name(self, view: FeatureView) -> str:
         return f"{self.project}_{view.name}"
@@ -97,11 +157,39 @@ class PostgreSQLOnlineStore(OnlineStore):
     def ping(self) -> None:
         self._run("pinging", lambda con: con.execute("SELECT 1").fetchall())
 
+    async def aclose(self) -> None:
+        with self._async_lock:
+            pool = self._async_pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+        self.close()
+
     def close(self) -> None:
         if self._opened:
             self.pool.close()
             self.pool = self._new_pool()  # a closed pool cannot reopen; the next use opens this
             self._opened = False
+        with self._async_lock:
+            pools, self._async_pools = self._async_pools, {}
+        for loop, pool in pools.items():
+            # A pool is closed on its own loop: from here when that loop runs in another
+            # thread or is idle (``aclose`` closes the running loop's pool first). A loop
+            # that has ended took its connections with it.
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:  # cannot wait for it here: closed when the loop next runs
+                task = loop.create_task(pool.close())
+                self._closing.add(task)  # (a task nobody holds may be collected unfinished)
+                task.add_done_callback(self._closing.discard)
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(pool.close(), loop).result(
+                    self.config.connect_timeout_seconds + 5)
+            else:
+                loop.run_until_complete(pool.close())
 
     # -- schema --------------------------------------------------------------------------
     def _columns(self, view: FeatureView) -> list[tuple[str, str]]:
@@ -223,6 +311,19 @@ class PostgreSQLOnlineStore(OnlineStore):
              ) -> Rows:
         if not keys:
             return []
+        query, decoders = self._read_query(view, features)
+        params = [list(col) for col in zip(*keys)]
+
+        def run(con: Any) -> list[tuple]:
+            try:
+                return con.execute(query, params, prepare=True).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return [None] * len(keys)  # never materialized here: every key NOT_FOUND
+        return _decode(self._run(f"reading {view.name!r}", run), decoders)
+
+    def _read_query(self, view: FeatureView, features: Sequence[str]) -> tuple[Any, list]:
+        """The SELECT reading ``features`` of ``view`` for a list of keys, and the value
+        decoders of its columns; built once per (view, features)."""
         cache_key = (view.name, tuple(features))
         prepared = self._queries.get(cache_key)
         if prepared is None:
@@ -244,25 +345,20 @@ class PostgreSQLOnlineStore(OnlineStore):
                             "LEFT JOIN {} AS t ON {} ORDER BY k.__ord").format(
                 cols, arrays, aliases, self._table(view), on)
             prepared = self._queries[cache_key] = (query, decoders)
-        query, decoders = prepared
-        params = [list(col) for col in zip(*keys)]
+        return prepared
 
-        def run(con: Any) -> list[tuple]:
-            try:
-                return con.execute(query, params, prepare=True).fetchall()
-            except psycopg.errors.UndefinedTable:
-                return [None] * len(keys)  # never materialized here: every key NOT_FOUND
-        rows = self._run(f"reading {view.name!r}", run)
-        if not decoders:
-            return rows
-        out: list = []
-        for row in rows:
-            if row is None or row[0] is None:
-                out.append(row)
-                continue
-            values = list(row)
-            for i, dec in decoders:
-                if values[i] is not None:
-                    values[i] = dec(values[i])
-            out.append(values)
-        return out
+
+def _decode(rows: list, decoders: list[tuple[int, Callable[[Any], Any]]]) -> Rows:
+    if not decoders:
+        return rows
+    out: list = []
+    for row in rows:
+        if row is None or row[0] is None:
+            out.append(row)
+            continue
+        values = list(row)
+        for i, dec in decoders:
+            if values[i] is not None:
+                values[i] = dec(values[i])
+        out.append(values)
+    return out

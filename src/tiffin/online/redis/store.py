@@ -417,11 +417,16 @@ class RedisOnlineStore(OnlineStore):
             return [[] for _ in reads]
         return self._decode(reads, self._call("reading", lambda: self._mget(rkeys)))
 
+    @property
+    def async_reads(self) -> bool:  # type: ignore[override]
+        # Connections the async reader cannot make (TLS, Unix sockets) read in a thread.
+        return self._aio.usable
+
     async def read_many_async(self, reads: Sequence[tuple[FeatureView, Sequence[tuple],
                                                           Sequence[str]]]
                               ) -> list[Rows]:
         if not self._aio.usable:
-            return self.read_many(reads)
+            return await super().read_many_async(reads)
         rkeys = self._read_keys(reads)
         if not rkeys:
             return [[] for _ in reads]
