@@ -181,9 +181,13 @@ class OnlineWorld:
         return self.store.get_online_features(features=features, entity_rows=rows, **kw)
 
     def close(self):
-        self.store.close()
+        # Each loop's async clients are closed on that loop, before it closes: a transport
+        # its loop never closed leaks its socket.
         for loop in self.loops:
+            loop.run_until_complete(self.store.aclose())
+            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+        self.store.close()
 
 
 @pytest.fixture

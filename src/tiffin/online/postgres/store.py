@@ -188,8 +188,12 @@ class PostgreSQLOnlineStore(OnlineStore):
             elif loop.is_running():
                 asyncio.run_coroutine_threadsafe(pool.close(), loop).result(
                     self.config.connect_timeout_seconds + 5)
-            else:
+            elif running is None:
                 loop.run_until_complete(pool.close())
+            else:  # an idle loop cannot run inside this thread's running one: a thread runs it
+                closer = threading.Thread(target=loop.run_until_complete, args=(pool.close(),))
+                closer.start()
+                closer.join()
 
     # -- schema --------------------------------------------------------------------------
     def _columns(self, view: FeatureView) -> list[tuple[str, str]]:
