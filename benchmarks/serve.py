@@ -31,8 +31,9 @@ start, with the same number of workers, and are measured over loopback:
 
 tiffin's side can be served several ways at once (``--serve-variants``; see
 serve_launch.py): ``tiffin serve`` itself, and the same app under uvicorn's own
-``workers=N`` and under gunicorn with uvicorn-worker, with or without tiffin's
-one-send protocol. Each is one more server taking its windows in turn.
+``workers=N`` and under gunicorn with uvicorn-worker. Each is one more server taking
+its windows in turn; every window also records how many of the 16 connections each
+server process holds.
 
 ``--soak S`` then loads tiffin's SQLite server for S seconds at 16 connections, in
 60-second wrk windows, recording per window requests/s, p99, errors and the RSS.
@@ -72,12 +73,9 @@ LABEL = {"tiffin": "tiffin", "feast": "Feast", **{v: v for v in serve_launch.VAR
 # process managers (serve_launch.py), each in turn with Feast's.
 DEFAULT_VARIANTS = "tiffin,uvicorn-workers,gunicorn"
 VARIANT_NOTE = {
-    "tiffin": "`tiffin serve`",
-    "tiffin-2send": "`tiffin serve`'s process code, uvicorn's protocol unchanged",
-    "uvicorn-workers": "uvicorn.run(workers=N) with tiffin's one-send protocol",
-    "uvicorn-workers-2send": "uvicorn.run(workers=N), uvicorn's protocol unchanged",
-    "gunicorn": "gunicorn + uvicorn-worker's UvicornWorker with tiffin's one-send protocol",
-    "gunicorn-2send": "gunicorn + uvicorn-worker's UvicornWorker, uvicorn's protocol unchanged",
+    "tiffin": "`tiffin serve` (its own dealer of connections to workers)",
+    "uvicorn-workers": "uvicorn.run(workers=N), workers accepting from one shared socket",
+    "gunicorn": "gunicorn + uvicorn-worker's UvicornWorker, likewise",
 }
 REDIS_DB = {"tiffin": 3, "feast": 4}  # one database per side, flushed before its apply
 SHAPES = {"1": (1, 1000), "100": (100, 200)}  # entities per request, distinct bodies

@@ -1,21 +1,19 @@
-"""Start tiffin's feature server one way or another, for ``serve.py --serve-variants``.
+"""Start tiffin's feature server another way, for ``serve.py --serve-variants``.
 
     python benchmarks/serve_launch.py VARIANT --port P --workers N   (cwd: the feature repo)
 
 Every variant serves the same app (``tiffin.server.app:app_from_env``) with the
 options ``tiffin serve`` gives uvicorn (no access log, no proxy-header rewriting) and
-the same Prometheus multiprocess directory set up, so that the only difference is
-who runs the worker processes and how a response is written:
+a Prometheus multiprocess directory set up the same way, so that the only difference
+is who runs the worker processes:
 
-* ``tiffin-2send``: ``tiffin serve``'s own process code (server/workers.py) with
-  uvicorn's HTTP protocol as it is, head and body written apart;
-* ``uvicorn-workers`` / ``uvicorn-workers-2send``: ``uvicorn.run(..., workers=N)``,
-  uvicorn's own supervisor (one listening socket shared by the workers), with
-  tiffin's one-send protocol (server/protocol.py) / uvicorn's own;
-* ``gunicorn`` / ``gunicorn-2send``: gunicorn's arbiter with the ``uvicorn-worker``
-  package's worker class, likewise with / without the one-send protocol.
+* ``uvicorn-workers``: ``uvicorn.run(..., workers=N)``, uvicorn's own supervisor (one
+  listening socket shared by the workers, each accepting for itself);
+* ``gunicorn``: gunicorn's arbiter with the ``uvicorn-worker`` package's worker class
+  (likewise one shared listening socket).
 
-(``tiffin`` itself, the ``tiffin serve`` command, is started by serve.py directly.)
+(``tiffin``, the ``tiffin serve`` command with its own connection dealer,
+server/workers.py, is started by serve.py directly.)
 """
 
 from __future__ import annotations
@@ -27,26 +25,18 @@ import sys
 import tempfile
 
 APP = "tiffin.server.app:app_from_env"
-# What `tiffin serve` passes to uvicorn besides the protocol (see tiffin/cli.py).
+# What `tiffin serve` passes to uvicorn (see tiffin/cli.py).
 OPTIONS = {"access_log": False, "log_level": "warning", "proxy_headers": False}
-VARIANTS = ("tiffin-2send", "uvicorn-workers", "uvicorn-workers-2send", "gunicorn",
-            "gunicorn-2send")
+VARIANTS = ("uvicorn-workers", "gunicorn")
 
 
-def _protocol(variant: str):
-    if variant.endswith("-2send"):
-        return "auto"  # uvicorn's own choice: httptools if installed, else h11
-    from tiffin.server.protocol import HTTPProtocol
-    return HTTPProtocol
-
-
-def _gunicorn(host: str, port: int, workers: int, http) -> None:
+def _gunicorn(host: str, port: int, workers: int) -> None:
     from gunicorn.app.base import BaseApplication
     from uvicorn_worker import UvicornWorker
 
     class Worker(UvicornWorker):
         # The worker class's documented way of passing options to uvicorn.Config.
-        CONFIG_KWARGS = {"loop": "auto", "http": http, "proxy_headers": False,
+        CONFIG_KWARGS = {"loop": "auto", "http": "auto", "proxy_headers": False,
                          "access_log": False}
 
     class App(BaseApplication):
@@ -74,24 +64,18 @@ def main() -> int:
     a = ap.parse_args()
     os.environ.setdefault("TIFFIN_REPO_PATH", os.getcwd())
     os.environ.setdefault("TIFFIN_REGISTRY_TTL", "5")
-    http = _protocol(a.variant)
-    if a.variant.startswith("tiffin"):
-        from tiffin.server import workers as supervisor
-        # run() sets up (and removes) the metrics directory itself.
-        supervisor.run(a.host, a.port, a.workers, http=http, **OPTIONS)
-        return 0
     metrics_dir = tempfile.mkdtemp(prefix="tiffin-metrics-")
     # Before anything imports prometheus_client, which picks its value storage once, at
     # import: gunicorn forks its workers from this process (tiffin.server.metrics would
     # import it, so the variable's name is spelled out here).
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        if a.variant.startswith("uvicorn"):
+        if a.variant == "uvicorn-workers":
             import uvicorn
             uvicorn.run(APP, factory=True, host=a.host, port=a.port, workers=a.workers,
-                        http=http, **OPTIONS)
+                        **OPTIONS)
         else:
-            _gunicorn(a.host, a.port, a.workers, http)
+            _gunicorn(a.host, a.port, a.workers)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
