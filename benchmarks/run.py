@@ -575,7 +575,7 @@ def main() -> int:
                     help="wrk windows per server and request shape, in turn with the other side's")
     ap.add_argument("--serve-stores", default="sqlite,redis")
     ap.add_argument("--serve-workers", type=int, default=2)
-    ap.add_argument("--serve-variants", default="tiffin,uvicorn-workers,gunicorn",
+    ap.add_argument("--serve-variants", default="tiffin,gunicorn",
                     help="how tiffin's server is run, in turn with Feast's (see serve_launch.py)")
     ap.add_argument("--soak", type=float, default=600, help="seconds of tiffin server soak (0: none)")
     ap.add_argument("--large-feast-timeout", type=float, default=1800)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/serve.py [--scale 1.0] [--stores sqlite,redis] \
         [--duration 20] [--repeats 3] [--soak 600] [--workers 2] \
-        [--serve-variants tiffin,uvicorn-workers,gunicorn]
+        [--serve-variants tiffin,gunicorn]
 
 run.py calls this for its ``serve`` phase (part of ``all``); alone it writes
 benchmarks/results/serve.json and serve.md.
@@ -30,8 +30,10 @@ start, with the same number of workers, and are measured over loopback:
 * server memory: the RSS of the server's whole process tree after the load.
 
 tiffin's side can be served several ways at once (``--serve-variants``; see
-serve_launch.py): ``tiffin serve`` itself, and the same app under uvicorn's own
-``workers=N`` and under gunicorn with uvicorn-worker. Each is one more server taking
+serve_launch.py): ``tiffin serve`` itself (uvicorn's ``workers=N``), the same app
+under gunicorn with uvicorn-worker, and ``uvicorn-workers``, the same server as
+``tiffin serve`` started another way: a control that shows how far two windows of one
+server differ on this machine. Each is one more server taking
 its windows in turn; every window also records how many of the 16 connections each
 server process holds.
 
@@ -71,11 +73,12 @@ LIBS = ["tiffin", "feast"]
 LABEL = {"tiffin": "tiffin", "feast": "Feast", **{v: v for v in serve_launch.VARIANTS}}
 # `make bench`'s servers: `tiffin serve` and tiffin's app under the libraries' own
 # process managers (serve_launch.py), each in turn with Feast's.
-DEFAULT_VARIANTS = "tiffin,uvicorn-workers,gunicorn"
+DEFAULT_VARIANTS = "tiffin,gunicorn"
 VARIANT_NOTE = {
-    "tiffin": "`tiffin serve` (its own dealer of connections to workers)",
-    "uvicorn-workers": "uvicorn.run(workers=N), workers accepting from one shared socket",
-    "gunicorn": "gunicorn + uvicorn-worker's UvicornWorker, likewise",
+    "tiffin": "`tiffin serve` (uvicorn's workers=N: the workers accept from one socket)",
+    "uvicorn-workers": "uvicorn.run(workers=N) started by serve_launch.py, the same server "
+                       "as `tiffin serve` (a control for window-to-window noise)",
+    "gunicorn": "gunicorn + uvicorn-worker's UvicornWorker (likewise one shared socket)",
 }
 REDIS_DB = {"tiffin": 3, "feast": 4}  # one database per side, flushed before its apply
 SHAPES = {"1": (1, 1000), "100": (100, 200)}  # entities per request, distinct bodies

@@ -8,12 +8,13 @@ a Prometheus multiprocess directory set up the same way, so that the only differ
 is who runs the worker processes:
 
 * ``uvicorn-workers``: ``uvicorn.run(..., workers=N)``, uvicorn's own supervisor (one
-  listening socket shared by the workers, each accepting for itself);
+  listening socket shared by the workers, each accepting for itself), which is what
+  ``tiffin serve --workers N`` runs: as a variant it is a control, the same server
+  measured twice;
 * ``gunicorn``: gunicorn's arbiter with the ``uvicorn-worker`` package's worker class
   (likewise one shared listening socket).
 
-(``tiffin``, the ``tiffin serve`` command with its own connection dealer,
-server/workers.py, is started by serve.py directly.)
+(``tiffin``, the ``tiffin serve`` command, is started by serve.py directly.)
 """
 
 from __future__ import annotations
