@@ -573,6 +573,8 @@ def main() -> int:
                     help="wrk windows per server and request shape, in turn with the other side's")
     ap.add_argument("--serve-stores", default="sqlite,redis")
     ap.add_argument("--serve-workers", type=int, default=2)
+    ap.add_argument("--serve-variants", default="tiffin,gunicorn",
+                    help="how tiffin's server is run, in turn with Feast's (see serve_launch.py)")
     ap.add_argument("--soak", type=float, default=600, help="seconds of tiffin server soak (0: none)")
     ap.add_argument("--large-feast-timeout", type=float, default=1800)
     ap.add_argument("--backends-scale", type=float, default=0.1)
@@ -729,6 +731,7 @@ def main() -> int:
             a.serve_workers,
             a.wait_idle,
             a.serve_repeats,
+            [x for x in a.serve_variants.split(",") if x],
         )
         extra_md += "\n## Feature server\n\n" + serve.render_md(report["serve"])
     if "backends" in phases:

@@ -1,7 +1,8 @@
 """Feature-server benchmark: `tiffin serve` beside `feast serve`, same workload, same run.
 
     .venv/bin/python benchmarks/serve.py [--scale 1.0] [--stores sqlite,redis] \
-        [--duration 20] [--repeats 3] [--soak 600] [--workers 2]
+        [--duration 20] [--repeats 3] [--soak 600] [--workers 2] \
+        [--serve-variants tiffin,gunicorn]
 
 run.py calls this for its ``serve`` phase (part of ``all``); alone it writes a run file
 with a ``serve`` section (benchmarks/results/<date>-<commit>.json and .md, see record.py).
@@ -28,6 +29,14 @@ start, with the same number of workers, and are measured over loopback:
   response that has the value (so one read latency at least), 200 times;
 * server memory: the RSS of the server's whole process tree after the load.
 
+tiffin's side can be served several ways at once (``--serve-variants``; see
+serve_launch.py): ``tiffin serve`` itself (uvicorn's ``workers=N``), the same app
+under gunicorn with uvicorn-worker, and ``uvicorn-workers``, the same server as
+``tiffin serve`` started another way: a control that shows how far two windows of one
+server differ on this machine. Each is one more server taking
+its windows in turn; every window also records how many of the 16 connections each
+server process holds.
+
 ``--soak S`` then loads tiffin's SQLite server for S seconds at 16 connections, in
 60-second wrk windows, recording per window requests/s, p99, errors and the RSS.
 """
@@ -47,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -56,10 +66,20 @@ sys.path.insert(0, HERE)
 
 import gen_data  # noqa: E402
 import run as runner  # noqa: E402
+import serve_launch  # noqa: E402
 from side import FEATURES  # noqa: E402
 
 LIBS = ["tiffin", "feast"]
-LABEL = {"tiffin": "tiffin", "feast": "Feast"}
+LABEL = {"tiffin": "tiffin", "feast": "Feast", **{v: v for v in serve_launch.VARIANTS}}
+# `make bench`'s servers: `tiffin serve` and tiffin's app under the libraries' own
+# process managers (serve_launch.py), each in turn with Feast's.
+DEFAULT_VARIANTS = "tiffin,gunicorn"
+VARIANT_NOTE = {
+    "tiffin": "`tiffin serve` (uvicorn's workers=N: the workers accept from one socket)",
+    "uvicorn-workers": "uvicorn.run(workers=N) started by serve_launch.py, the same server "
+                       "as `tiffin serve` (a control for window-to-window noise)",
+    "gunicorn": "gunicorn + uvicorn-worker's UvicornWorker (likewise one shared socket)",
+}
 REDIS_DB = {"tiffin": 3, "feast": 4}  # one database per side, flushed before its apply
 SHAPES = {"1": (1, 1000), "100": (100, 200)}  # entities per request, distinct bodies
 
@@ -140,9 +160,14 @@ class Client:
 
 class Server:
     def __init__(self, lib: str, python: str, repo: str, workers: int, env: dict, log: str):
+        """``lib``: tiffin, feast, or one of serve_launch.VARIANTS (tiffin's app run
+        another way)."""
         self.lib, self.port = lib, free_port()
         exe = os.path.join(os.path.dirname(python), lib)
-        if lib == "tiffin":
+        if lib in serve_launch.VARIANTS:
+            cmd = [python, os.path.join(HERE, "serve_launch.py"), lib, "--port", str(self.port),
+                   "--workers", str(workers)]
+        elif lib == "tiffin":
             cmd = [exe, "serve", "--port", str(self.port), "--workers", str(workers)]
         else:
             cmd = [exe, "serve", "--port", str(self.port), "--workers", str(workers), "--no-access-log"]
@@ -169,6 +194,26 @@ class Server:
 
     def rss_kib(self) -> int:
         return tree_rss_kib(self.proc.pid)
+
+    def connections_per_process(self) -> list[int]:
+        """How many of the load's connections each process of the server holds, most
+        first: how evenly the workers share them."""
+        import psutil  # (tiffin's dev extra)
+
+        counts = []
+        try:
+            procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
+        except psutil.Error:
+            return []
+        for p in procs:
+            try:
+                n = sum(1 for c in p.net_connections("tcp")
+                        if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == self.port)
+            except psutil.Error:
+                continue
+            if n:
+                counts.append(n)
+        return sorted(counts, reverse=True)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -368,6 +413,11 @@ def push_visibility(port: int, rounds: int = 200, timeout_s: float = 2.0) -> dic
 # --------------------------------------------------------------------------- driver
 
 
+def _lib(side: str) -> str:
+    """The library whose interpreter and feature repo a side uses."""
+    return "feast" if side == "feast" else "tiffin"
+
+
 def prepare_repo(lib, python, env, store, repo, data, logs) -> dict:
     """apply (+ push source) and a full materialize, each in a fresh child process."""
     shutil.rmtree(repo, ignore_errors=True)
@@ -403,7 +453,8 @@ def measure_store(sides, pythons, envs, repos, store, workers, duration, repeats
     servers = {}
     try:
         for lib in sides:
-            servers[lib] = Server(lib, pythons[lib], repos[lib], workers, envs[lib],
+            base = _lib(lib)
+            servers[lib] = Server(lib, pythons[base], repos[base], workers, envs[base],
                                   os.path.join(logs, f"serve-{store}-{lib}-server.log"))
         for lib, server in servers.items():
             res = sides[lib]
@@ -428,7 +479,13 @@ def measure_store(sides, pythons, envs, repos, store, workers, duration, repeats
                         if wait_idle_s:
                             runner.wait_idle(wait_idle_s)
                         wrk(servers[lib].port, b, 3)  # warm every worker and connection
+                        spread: list = []
+                        sampler = threading.Timer(min(2.0, duration / 2), lambda s=servers[lib], out=spread:
+                                                  out.extend(s.connections_per_process()))
+                        sampler.start()
                         r = wrk(servers[lib].port, b, duration)
+                        sampler.join()
+                        r["connections_per_worker"] = spread
                     except Exception as e:
                         sides[lib]["error"] = f"{type(e).__name__}: {e}"
                         print(f"  {LABEL[lib]} {store} FAILED: {sides[lib]['error']}", flush=True)
@@ -436,9 +493,10 @@ def measure_store(sides, pythons, envs, repos, store, workers, duration, repeats
                     r.pop("raw", None)
                     sides[lib][f"windows_{shape}"].append(r)
                     print(
-                        f"  [{datetime.now():%H:%M:%S}] {LABEL[lib]:6s} {store:6s} {shape:>3s} entities, "
+                        f"  [{datetime.now():%H:%M:%S}] {LABEL[lib]:21s} {store:6s} {shape:>3s} entities, "
                         f"window {round_ + 1}/{repeats}: {r['requests_per_second']:8,.0f} req/s  "
-                        f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}",
+                        f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}  "
+                        f"connections per worker {spread}",
                         flush=True,
                     )
         for lib in live:
@@ -454,7 +512,7 @@ def measure_store(sides, pythons, envs, repos, store, workers, duration, repeats
                 res["error"] = f"{type(e).__name__}: {e}"
                 continue
             print(
-                f"  {LABEL[lib]:6s} {store:6s} push->read visible p50 {p['visible_p50_ms']} ms  "
+                f"  {LABEL[lib]:21s} {store:6s} push->read visible p50 {p['visible_p50_ms']} ms  "
                 f"p99 {p['visible_p99_ms']} ms  failures {p['failure_count']}",
                 flush=True,
             )
@@ -473,6 +531,7 @@ def median_window(windows: list[dict]) -> dict:
     for key in ("requests", "non_2xx", "socket_errors", "errors"):
         out[key] = sum(w[key] for w in windows)
     out["p99_ms_each"] = [w["p99_ms"] for w in windows]
+    out["connections_per_worker_each"] = [w.get("connections_per_worker") for w in windows]
     out["requests_per_second_each"] = [w["requests_per_second"] for w in windows]
     return out
 
@@ -524,11 +583,20 @@ def run(
     workers: int,
     wait_idle_s: float = 0.0,
     repeats: int = 3,
+    variants: list[str] | None = None,
 ) -> dict:
+    """``variants``: the ways to serve tiffin's side (``tiffin`` is `tiffin serve`; the
+    others are serve_launch.VARIANTS), each measured in turn with the others and Feast."""
+    variants = variants or ["tiffin"]
+    for v in variants:
+        if v != "tiffin" and v not in serve_launch.VARIANTS:
+            raise ValueError(f"unknown serve variant {v!r} (known: tiffin, "
+                             f"{', '.join(serve_launch.VARIANTS)})")
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
     bodies = {shape: request_bodies(meta, n, count, seed=11 + n) for shape, (n, count) in SHAPES.items()}
-    report: dict = {"duration": duration, "repeats": repeats, "workers": workers, "stores": {}}
+    report: dict = {"duration": duration, "repeats": repeats, "workers": workers,
+                    "variants": variants, "stores": {}}
     for store in stores:
         sides: dict = {}
         repos = {}
@@ -541,7 +609,11 @@ def run(
                 sides[lib] = {"ok": False, "error": str(e)}
                 print(f"  FAILED: {e}", flush=True)
                 continue
-            sides[lib] = {"lib": lib, "store": store, "workers": workers, "ok": False, **prep}
+            for side in (variants if lib == "tiffin" else [lib]):  # one repo, many servers
+                sides[side] = {"lib": side, "store": store, "workers": workers, "ok": False, **prep}
+        if "tiffin" in sides and "error" in sides["tiffin"]:
+            for v in variants:
+                sides[v] = sides["tiffin"]
         measure_store({lib: r for lib, r in sides.items() if "error" not in r}, pythons, envs,
                       repos, store, workers, duration, repeats, bodies, logs, wait_idle_s)
         if all(sides.get(x, {}).get("ok") for x in LIBS):
@@ -549,8 +621,15 @@ def run(
                 shape: compare_answers(sides["tiffin"]["probe"][shape], sides["feast"]["probe"][shape])
                 for shape in SHAPES
             }
-        for lib in libs:
-            sides.get(lib, {}).pop("probe", None)
+        if sides.get("tiffin", {}).get("ok"):  # the same app however it is run
+            for v in variants:
+                if v != "tiffin" and sides[v].get("ok"):
+                    sides[v]["differs_from_tiffin"] = sum(
+                        compare_answers(sides["tiffin"]["probe"][shape], sides[v]["probe"][shape])
+                        ["mismatching_values"] for shape in SHAPES)
+        for side in sides.values():
+            if isinstance(side, dict):
+                side.pop("probe", None)
         report["stores"][store] = sides
     if soak_seconds > 0 and "tiffin" in libs and "sqlite" in stores:
         print(
@@ -579,8 +658,14 @@ def _ratio(t: float | None, f: float | None) -> str:
     return f"{t / f:.2g}x" if t / f < 10 else f"{t / f:.1f}x"
 
 
+def _sides(report: dict) -> list[str]:
+    """The table's server columns: tiffin's variants in the order run, then Feast."""
+    return [*report.get("variants", ["tiffin"]), "feast"]
+
+
 def table(report: dict) -> list[list[str]]:
     rows = []
+    sides = _sides(report)
 
     def val(store, lib, *path):
         r = report["stores"].get(store, {}).get(lib, {})
@@ -590,6 +675,11 @@ def table(report: dict) -> list[list[str]]:
             r = r.get(p) if isinstance(r, dict) else None
         return r
 
+    def row(label, key_path, fmt, ratio):
+        vals = [val(store, lib, *key_path) for lib in sides]
+        t, f = val(store, "tiffin", *key_path), val(store, "feast", *key_path)
+        return [label, *("-" if v is None else fmt(v) for v in vals), ratio(t, f) if ratio else "-"]
+
     for store in report["stores"]:
         for shape in SHAPES:
             for key, label, fmt in (
@@ -598,60 +688,39 @@ def table(report: dict) -> list[list[str]]:
                 ("p99_ms", "p99 ms", "{:.2f}"),
                 ("errors", "errors", "{:d}"),
             ):
-                t, f = val(store, "tiffin", f"load_{shape}", key), val(store, "feast", f"load_{shape}", key)
-                ratio = _ratio(t, f) if key != "errors" else "-"
-                rows.append(
-                    [
-                        f"{store} {shape}-entity {label}",
-                        "-" if t is None else fmt.format(t),
-                        "-" if f is None else fmt.format(f),
-                        ratio,
-                    ]
-                )
+                rows.append(row(f"{store} {shape}-entity {label}", (f"load_{shape}", key),
+                                fmt.format, _ratio if key != "errors" else None))
                 if key == "p99_ms":  # the median hides nothing: every window's p99 too
-                    each = [val(store, lib, f"load_{shape}", "p99_ms_each") for lib in ("tiffin", "feast")]
-                    rows.append(
-                        [
-                            f"{store} {shape}-entity p99 ms, each window",
-                            *("-" if e is None else " / ".join(f"{x:.1f}" for x in e) for e in each),
-                            "-",
-                        ]
-                    )
+                    rows.append(row(f"{store} {shape}-entity p99 ms, each window",
+                                    (f"load_{shape}", "p99_ms_each"),
+                                    lambda e: " / ".join(f"{x:.1f}" for x in e), None))
         for key, label in (
             ("visible_p50_ms", "push->read visible p50 ms"),
             ("visible_p99_ms", "push->read visible p99 ms"),
         ):
-            t, f = val(store, "tiffin", "push", key), val(store, "feast", "push", key)
-            rows.append(
-                [
-                    f"{store} {label}",
-                    "-" if t is None else f"{t:.2f}",
-                    "-" if f is None else f"{f:.2f}",
-                    f"{t / f:.2f}x" if t is not None and f else "-",
-                ]
-            )
-        t, f = val(store, "tiffin", "rss_after_load_kib"), val(store, "feast", "rss_after_load_kib")
-        rows.append(
-            [
-                f"{store} server RSS MiB",
-                "-" if t is None else f"{t / 1024:,.0f}",
-                "-" if f is None else f"{f / 1024:,.0f}",
-                f"{t / f:.2f}x" if t and f else "-",
-            ]
-        )
+            rows.append(row(f"{store} {label}", ("push", key), "{:.2f}".format,
+                            lambda t, f: f"{t / f:.2f}x" if t is not None and f else "-"))
+        rows.append(row(f"{store} server RSS MiB", ("rss_after_load_kib",),
+                        lambda v: f"{v / 1024:,.0f}",
+                        lambda t, f: f"{t / f:.2f}x" if t and f else "-"))
     return rows
 
 
-HEADER = ["server", "tiffin", "Feast", "tiffin/Feast"]
+def header(report: dict) -> list[str]:
+    return ["server", *(LABEL[x] for x in _sides(report)), "tiffin/Feast"]
 
 
 def render_md(report: dict) -> str:
     rows = table(report)
-    out = ["| " + " | ".join(HEADER) + " |", "|---|---:|---:|---:|"]
+    head = header(report)
+    out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     notes = []
+    if len(report.get("variants", [])) > 1:
+        notes.append("tiffin's app served " + "; ".join(
+            f"{v}: {VARIANT_NOTE[v]}" for v in report["variants"]))
     for store, sides in report["stores"].items():
-        for lib in LIBS:
+        for lib in _sides(report):
             r = sides.get(lib)
             if r and not r.get("ok"):
                 notes.append(f"FAILED {LABEL[lib]} {store}: {r.get('error')}")
@@ -660,6 +729,9 @@ def render_md(report: dict) -> str:
                     f"{LABEL[lib]} {store} push: {r['push']['failure_count']} failures, "
                     f"e.g. {r['push']['failures'][:2]}"
                 )
+            if r and r.get("differs_from_tiffin"):
+                notes.append(f"{LABEL[lib]} {store}: {r['differs_from_tiffin']} values differ "
+                             "from `tiffin serve`'s answers")
         for shape, cmp_ in sides.get("answers", {}).items():
             notes.append(
                 f"{store} {shape}-entity answers: {cmp_['mismatching_values']} of {cmp_['values']} "
@@ -686,6 +758,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="windows per side and request shape")
     ap.add_argument("--soak", type=float, default=0, help="seconds of tiffin soak (0: none)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--serve-variants", default=DEFAULT_VARIANTS,
+                    help="how tiffin's side is served, comma-separated: tiffin (`tiffin serve`), "
+                         + ", ".join(serve_launch.VARIANTS))
     ap.add_argument("--anchor", default="now")
     ap.add_argument("--wait-idle", type=float, default=0.0)
     ap.add_argument("--work", default=os.path.join(HERE, ".work"))
@@ -720,6 +795,7 @@ def main() -> int:
         a.workers,
         a.wait_idle,
         a.repeats,
+        [x for x in a.serve_variants.split(",") if x],
     )
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     md = render_md(report)

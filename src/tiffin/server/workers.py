@@ -1,117 +1,39 @@
-"""``tiffin serve --workers N``: one acceptor, N worker processes, connections dealt in turn.
+"""``tiffin serve --workers N``: uvicorn's own worker processes, with metrics summed.
 
-uvicorn's own multi-worker mode shares one listening socket, and Linux hands a burst
-of new keep-alive connections to the workers so unevenly (12 of 16 on one worker of
-two, in the feature-server benchmark; SO_REUSEPORT's hashing is no better at this
-size) that one worker queues three times the requests of the other for as long as
-the connections live, and the tail latency follows. Here the parent process accepts
-every connection and passes it to a worker over a Unix socket
-(SCM_RIGHTS); each worker runs an ordinary uvicorn server on the connections it is
-given, and reports back when one closes, so each new connection goes to the worker
-with the fewest open ones.
-
-The parent restarts a worker that dies and stops them all on SIGINT or SIGTERM.
-Workers count their metrics in files of one directory (prometheus_client's
+uvicorn binds one listening socket, starts N worker processes that accept from it,
+restarts a worker that dies and stops them all on SIGINT or SIGTERM (all of it
+``uvicorn.run``'s public ``workers`` option). What tiffin adds is the metrics
+directory: workers count in files of one directory (prometheus_client's
 multiprocess mode), so ``/metrics`` from any worker covers all of them.
+
+A dealer of our own (one acceptor passing each connection to the worker with the
+fewest, over uvicorn's undocumented server internals) was measured beside this and
+beside gunicorn with uvicorn-worker (benchmarks/serve.py --serve-variants) and did
+not win consistently: ahead at 100 entities in one run, level in the next, behind
+at 1 entity in both, on a 2-core machine loaded by other work. The shared socket
+does spread a burst of connections unevenly (all 16 of wrk's on one of two workers
+in some windows; each window's spread is in the benchmark's results).
 """
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
 import os
-import selectors
 import shutil
-import signal
-import socket
-import sys
 import tempfile
-import time
-from functools import partial
 from typing import Any
 
 from tiffin.server.metrics import MULTIPROC_ENV
 
-
-def _worker(channel: socket.socket, options: dict[str, Any]) -> None:
-    import uvicorn
-
-    config = uvicorn.Config("tiffin.server.app:app_from_env", factory=True, **options)
-    server = uvicorn.Server(config)
-
-    async def serve() -> None:
-        if not config.loaded:
-            config.load()
-        server.lifespan = config.lifespan_class(config)
-        await server.startup(sockets=[])  # no listening socket of its own
-        if server.should_exit:
-            return
-        loop = asyncio.get_running_loop()
-        make = partial(config.http_protocol_class, config=config,
-                       server_state=server.server_state, app_state=server.lifespan.state)
-        channel.setblocking(False)
-
-        def protocol() -> Any:
-            # Tell the parent when a connection ends, so it deals the next one to the
-            # worker with the fewest open connections.
-            proto = make()
-            lost = proto.connection_lost
-
-            def connection_lost(exc: Exception | None) -> None:
-                try:
-                    channel.send(b"-")
-                except OSError:
-                    pass
-                lost(exc)
-
-            proto.connection_lost = connection_lost
-            return proto
-
-        def adopt() -> None:
-            while True:
-                try:
-                    _, fds, _, _ = socket.recv_fds(channel, 1, 16)
-                except BlockingIOError:
-                    return
-                except OSError:
-                    server.should_exit = True
-                    return
-                if not fds:  # the parent went away
-                    server.should_exit = True
-                    loop.remove_reader(channel.fileno())
-                    return
-                for fd in fds:
-                    conn = socket.socket(fileno=fd)
-                    conn.setblocking(False)
-                    loop.create_task(loop.connect_accepted_socket(protocol, conn))
-
-        loop.add_reader(channel.fileno(), adopt)
-        await server.main_loop()
-        await server.shutdown(sockets=[])
-
-    def exit_(*_: Any) -> None:
-        server.should_exit = True
-
-    signal.signal(signal.SIGTERM, exit_)
-    signal.signal(signal.SIGINT, exit_)
-    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(serve())
+APP = "tiffin.server.app:app_from_env"
 
 
 def run(host: str, port: int, workers: int, **options: Any) -> None:
-    """Serve with ``workers`` processes; ``options`` go to ``uvicorn.Config``."""
-    from tiffin.server.protocol import HTTPProtocol
-    options.setdefault("http", HTTPProtocol)  # one send per response (see its module)
+    """Serve with ``workers`` processes; ``options`` go to ``uvicorn.run``."""
+    import uvicorn
+
     if workers <= 1:
-        import uvicorn
-        uvicorn.run("tiffin.server.app:app_from_env", factory=True, host=host, port=port,
-                    **options)
+        uvicorn.run(APP, factory=True, host=host, port=port, **options)
         return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))  # fails here, in the parent, if the port is taken
-    listener.listen(2048)
     # Set before the workers start (spawned, so they inherit it) and import
     # prometheus_client, which picks its value storage once, at import.
     own_metrics_dir = None
@@ -119,81 +41,8 @@ def run(host: str, port: int, workers: int, **options: Any) -> None:
         own_metrics_dir = tempfile.mkdtemp(prefix="tiffin-metrics-")
         os.environ[MULTIPROC_ENV] = own_metrics_dir
     try:
-        _supervise(listener, workers, options)
+        uvicorn.run(APP, factory=True, host=host, port=port, workers=workers, **options)
     finally:
         if own_metrics_dir is not None:
             del os.environ[MULTIPROC_ENV]
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
-
-
-def _supervise(listener: socket.socket, workers: int, options: dict[str, Any]) -> None:
-    """Start the workers, deal them connections until SIGINT/SIGTERM, then stop them."""
-    ctx = multiprocessing.get_context("spawn")
-    stopping = False
-
-    def start() -> tuple[Any, socket.socket]:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        p = ctx.Process(target=_worker, args=(theirs, options), daemon=False)
-        p.start()
-        theirs.close()
-        return p, ours
-
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    procs: list[tuple[Any, socket.socket]] = []
-    try:
-        for _ in range(workers):  # (in the try: a failed start stops those started)
-            procs.append(start())
-        open_conns = [0] * workers
-        sel = selectors.DefaultSelector()
-        sel.register(listener, selectors.EVENT_READ, -1)
-        for i, (_, chan) in enumerate(procs):
-            sel.register(chan, selectors.EVENT_READ, i)
-        while not stopping:
-            for key, _ in sel.select(timeout=0.5):
-                if key.data >= 0:  # a worker reports closed connections, one byte each
-                    try:
-                        closed = len(key.fileobj.recv(4096))  # type: ignore[union-attr]
-                    except OSError:
-                        closed = 0
-                    open_conns[key.data] = max(0, open_conns[key.data] - closed)
-                    continue
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    continue
-                # Least open connections first; ties in turn.
-                for i in sorted(range(workers), key=lambda w: open_conns[w]):
-                    p, chan = procs[i]
-                    if p.is_alive():
-                        try:
-                            socket.send_fds(chan, [b"c"], [conn.fileno()])
-                            open_conns[i] += 1
-                            break
-                        except OSError:
-                            continue
-                conn.close()  # the worker holds its own copy now
-            for i, (p, chan) in enumerate(procs):
-                if not p.is_alive() and not stopping:
-                    print(f"tiffin serve: worker {p.pid} exited ({p.exitcode}); restarting",
-                          file=sys.stderr)
-                    sel.unregister(chan)
-                    chan.close()
-                    procs[i] = start()
-                    open_conns[i] = 0
-                    sel.register(procs[i][1], selectors.EVENT_READ, i)
-    finally:
-        listener.close()  # first: no new connections while the workers stop
-        for p, chan in procs:
-            chan.close()
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for p, _ in procs:
-            p.join(max(0.1, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
