@@ -10,8 +10,8 @@ several times the Python cost per command.
 Commands issued in one turn of the loop leave in one write (auto-pipelining): Redis
 wakes once for all of them and answers them in one read. In the feature-server
 benchmark's 1-entity runs, Redis's CPU per request fell from 22 to 10 µs and
-requests per second rose by 14-28% (three interleaved runs each, with the
-one-send responses of tiffin.server.protocol). At 100 entities a write carried 3
+requests per second rose by 14-28% (three interleaved runs each, measured with a
+one-send response transport since removed). At 100 entities a write carried 3
 commands on average but throughput did not change: there Redis's time is per key.
 
 Behind Sentinel, the address is asked of the sentinels (``routing.SentinelResolver``)
