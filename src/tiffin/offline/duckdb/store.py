@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc  # noqa: F401  (pa.ipc)
 import pyarrow.parquet as pq
 
 from tiffin.config import RepoConfig
@@ -462,9 +463,10 @@ class DuckDBOfflineStore(OfflineStore):
                 try:
                     key_types = con.sql(f"SELECT {', '.join(keys)} FROM ({source}) AS s LIMIT 0"
                                         ).types
-                    con.execute(f"COPY (SELECT *, hash({', '.join(keys)}) % {buckets} AS __bucket "
-                                f"FROM ({source}) AS s) TO {_sql_string(tmp)} "
-                                f"(FORMAT parquet, PARTITION_BY (__bucket))")
+                    files = _split_by_bucket(
+                        con.sql(f"SELECT *, CAST(hash({', '.join(keys)}) % {buckets} AS INTEGER) "
+                                f"AS __bucket FROM ({source}) AS s").to_arrow_reader(1 << 20),
+                        buckets, tmp)
                     # The entity side hashes the same values: its keys cast to the source's
                     # types (TRY_CAST: values that cannot match go anywhere, and match nothing).
                     con.register("entity_keys", entity.select(v.entity_keys))
@@ -482,11 +484,10 @@ class DuckDBOfflineStore(OfflineStore):
                 rows = np.flatnonzero(ent_bucket_np == b)
                 if rows.size == 0:
                     continue
-                files = os.path.join(tmp, f"__bucket={b}", "*.parquet")
-                if glob.glob(files):
-                    with self.connect() as con:
-                        src = con.sql(f"SELECT * FROM read_parquet({_sql_string(files)}, "
-                                      f"hive_partitioning = false)").to_arrow_table()
+                if files[b] is not None:
+                    with pa.OSFile(files[b]) as f:
+                        src = pa.ipc.open_stream(f).read_all()
+                    os.unlink(files[b])
                 else:
                     src = None
                 idx_rows = pa.array(rows)
@@ -615,6 +616,45 @@ class DuckDBOfflineStore(OfflineStore):
             if found >= wanted:
                 break
         return con.sql("SELECT * FROM __latest").to_arrow_reader(batch_rows)
+
+
+def _split_by_bucket(reader: pa.RecordBatchReader, buckets: int, tmp: str
+                     ) -> list[str | None]:
+    """Stream rows with a ``__bucket`` column into one Arrow IPC file per bucket (without
+    that column); the file paths, None for a bucket without rows.
+
+    Arrow IPC is the in-memory layout written as is: writing and reading a bucket back
+    cost little more than a copy, where a partitioned Parquet write encodes and
+    compresses every value and took most of the time of a shuffled source's join."""
+    at = reader.schema.get_field_index("__bucket")
+    schema = reader.schema.remove(at)
+    sinks: list[Any] = [None] * buckets
+    writers: list[Any] = [None] * buckets
+    try:
+        for batch in reader:
+            b = batch.column(at).to_numpy()
+            # Small integers sort stably by radix: one gather puts each bucket's rows together.
+            b = b.astype(np.int16) if buckets < (1 << 15) else b
+            order = np.argsort(b, kind="stable")
+            ends = np.cumsum(np.bincount(b, minlength=buckets))
+            rows = pa.RecordBatch.from_arrays(
+                [batch.column(i) for i in range(batch.num_columns) if i != at], schema=schema
+            ).take(pa.array(order))
+            start = 0
+            for i, end in enumerate(ends.tolist()):
+                if end > start:
+                    if writers[i] is None:
+                        sinks[i] = pa.OSFile(os.path.join(tmp, f"bucket-{i}.arrow"), "wb")
+                        writers[i] = pa.ipc.new_stream(sinks[i], schema)
+                    writers[i].write_batch(rows.slice(start, end - start))
+                start = end
+    finally:
+        for w, f in zip(writers, sinks):
+            if w is not None:
+                w.close()
+                f.close()
+    return [None if w is None else os.path.join(tmp, f"bucket-{i}.arrow")
+            for i, w in enumerate(writers)]
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
