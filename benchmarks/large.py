@@ -1,7 +1,8 @@
 """Large-scale run: bounded memory on one machine, tiffin beside Feast 0.67.
 
     .venv/bin/python benchmarks/large.py [--drivers 100000] [--hours 1000] \
-        [--entity-rows 5000000] [--libs tiffin,feast] [--feast-timeout 1800]
+        [--entity-rows 5000000] [--libs tiffin,feast] [--feast-timeout 1800] \
+        [--layouts time,key,shuffled] [--phases persist,to_arrow,to_df,materialize]
 
 run.py calls this for its ``large`` phase; alone it writes a run file with a ``large``
 section (benchmarks/results/<date>-<commit>.json and .md, see record.py).
@@ -9,15 +10,21 @@ section (benchmarks/results/<date>-<commit>.json and .md, see record.py).
 Workload: one hourly driver source of ``drivers x hours`` rows (100M by default:
 100,000 drivers x 1,000 hours, ~2% of rows missing), written as one Parquet file per
 100 hours, and an entity frame of 5M rows with random drivers and times. One feature
-view (5 features, ttl 2 h).
+view (5 features, ttl 2 h). The same rows are laid out three ways, since memory and
+speed of a point-in-time join depend on it: ``time`` (as generated: hour by hour),
+``key`` (one file sorted by driver then time, as a per-entity export would be) and
+``shuffled`` (one file in a hash order of driver and time: no order at all).
 
 Phases, each in a fresh child process with the same feature repo layout as side.py
 (duckdb offline store with its defaults, sqlite online store):
 
-* historical: ``get_historical_features(entity_df, 5 features)``, the result written
-  to Parquet: tiffin streams it with ``RetrievalJob.persist``; Feast has no streaming
-  path (its ``persist`` needs a saved-dataset storage and goes through a DataFrame),
-  so it is ``to_df()`` then ``to_parquet``;
+* to_arrow: ``get_historical_features(entity_df, 5 features).to_arrow()`` then
+  ``pyarrow.parquet.write_table``, the same calls for both libraries (the two training
+  sets are then compared row by row);
+* to_df: ``get_historical_features(...).to_df()``, the same call for both;
+* persist: tiffin's ``RetrievalJob.persist(path)``, its streaming path (Feast's
+  ``persist`` needs a saved-dataset storage and goes through a DataFrame; to_arrow is
+  the like-for-like pair);
 * materialize: the whole source into SQLite (tiffin with its CLI progress reporting).
 
 The parent samples the child's process-tree RSS every 0.2 s: the peak reported is
@@ -230,29 +237,33 @@ def child(lib_name: str, phase: str, repo: str, data: str, out: str) -> int:
             t0 = time.perf_counter()
             store.apply([driver, src, view])
             res["seconds"] = time.perf_counter() - t0
-        elif phase == "historical":
-            out_path = os.path.join(repo, f"training-{lib_name}.parquet")
-            if os.path.exists(out_path):
-                os.remove(out_path)
-            t0 = time.perf_counter()
-            if lib_name == "tiffin":
-                # The entity frame goes in as a path-free Arrow table read here, like a user's.
-                import pyarrow.parquet as pq
+        elif phase in ("persist", "to_arrow", "to_df"):
+            import pyarrow.parquet as pq
 
+            # Read before the clock starts; each library gets the frame type it documents.
+            if lib_name == "tiffin":
                 entity = pq.read_table(os.path.join(data, "entity_df.parquet"))
-                job = store.get_historical_features(entity_df=entity, features=FEATURES)
-                job.persist(out_path)
             else:
                 import pandas as pd
 
                 entity = pd.read_parquet(os.path.join(data, "entity_df.parquet"))
-                df = store.get_historical_features(entity_df=entity, features=FEATURES).to_df()
-                df.to_parquet(out_path, index=False)
+            out_path = os.path.join(repo, f"training-{phase}.parquet")
+            if os.path.exists(out_path):
+                os.remove(out_path)
+            t0 = time.perf_counter()
+            job = store.get_historical_features(entity_df=entity, features=FEATURES)
+            if phase == "persist":
+                if lib_name != "tiffin":
+                    raise SystemExit("persist is tiffin's streaming path only")
+                job.persist(out_path)
+            elif phase == "to_arrow":
+                pq.write_table(job.to_arrow(), out_path)
+            else:
+                res["result_rows"] = len(job.to_df())
             res["seconds"] = time.perf_counter() - t0
-            import pyarrow.parquet as pq
-
-            res["result_rows"] = pq.ParquetFile(out_path).metadata.num_rows
-            res["result_parquet"] = out_path
+            if phase != "to_df":
+                res["result_rows"] = pq.ParquetFile(out_path).metadata.num_rows
+                res["result_parquet"] = out_path
         elif phase == "materialize":
             start = datetime.fromisoformat(meta["min_ts"]) - timedelta(seconds=1)
             end = datetime.fromisoformat(meta["max_ts"]) + timedelta(seconds=1)
@@ -356,6 +367,46 @@ def compare(paths: dict[str, str]) -> dict:
     return {"rows": {"tiffin": n_t, "feast": n_f}, "mismatching_rows": bad, "exact": bad == 0 and n_t == n_f}
 
 
+LAYOUTS = ("time", "key", "shuffled")
+PHASES = ("persist", "to_arrow", "to_df", "materialize")
+
+
+def layout_data(data: str, layout: str) -> str:
+    """The generated rows in another order, beside them (made once, reused): ``key`` sorted
+    by driver then time, ``shuffled`` in a hash order of both. One file with 1M-row row
+    groups, so only the order differs from the time-ordered files."""
+    if layout == "time":
+        return data
+    out = f"{data}-{layout}"
+    with open(os.path.join(data, "meta.json")) as f:
+        meta = json.load(f)
+    meta_path = os.path.join(out, "meta.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            if json.load(f) == meta | {"layout": layout}:
+                return out
+    import duckdb
+
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(os.path.join(out, "drivers"))
+    order = "driver_id, event_timestamp" if layout == "key" else "hash(driver_id, event_timestamp)"
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '3GB'")
+    con.execute("SET preserve_insertion_order = true")
+    con.execute(f"SET temp_directory = '{os.path.join(out, '.tmp')}'")
+    con.execute(
+        f"COPY (SELECT * FROM read_parquet('{os.path.join(data, 'drivers', '*.parquet')}') "
+        f"ORDER BY {order}) TO '{os.path.join(out, 'drivers', 'part-0000.parquet')}' "
+        "(FORMAT parquet, ROW_GROUP_SIZE 1000000)"
+    )
+    con.close()
+    shutil.rmtree(os.path.join(out, ".tmp"), ignore_errors=True)
+    shutil.copy(os.path.join(data, "entity_df.parquet"), os.path.join(out, "entity_df.parquet"))
+    with open(meta_path, "w") as f:
+        json.dump(meta | {"layout": layout}, f, indent=2)
+    return out
+
+
 def run(
     pythons: dict,
     envs: dict,
@@ -366,32 +417,45 @@ def run(
     timeout_s: float,
     feast_timeout_s: float,
     cap_gib: float,
-    phases: tuple[str, ...] = ("historical", "materialize"),
+    phases: tuple[str, ...] = PHASES,
+    layouts: tuple[str, ...] = LAYOUTS,
 ) -> dict:
-    report: dict = {"data": {k: v for k, v in meta.items() if k != "reused"}, "results": {}}
-    for lib in libs:
-        repo = os.path.join(work, lib)
-        shutil.rmtree(repo, ignore_errors=True)
-        os.makedirs(repo)
-        report["results"][lib] = {}
-        for phase in ("apply", *phases):
-            limit = feast_timeout_s if lib == "feast" else timeout_s
-            print(f"[{datetime.now():%H:%M:%S}] large {lib:6s} {phase} ...", end=" ", flush=True)
-            r = run_child(
-                pythons[lib], envs[lib], lib, phase, repo, data, work, limit, int(cap_gib * 1048576)
-            )
-            report["results"][lib][phase] = r
-            if r.get("ok"):
-                print(f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB", flush=True)
-            else:
-                print(
-                    f"FAILED ({r.get('error', '')[:300]}), peak RSS {r['peak_rss_mib']:,.0f} MiB", flush=True
+    report: dict = {"data": {k: v for k, v in meta.items() if k != "reused"}, "layouts": {}}
+    for layout in layouts:
+        t0 = time.perf_counter()
+        ldata = layout_data(data, layout)
+        print(f"[{datetime.now():%H:%M:%S}] large layout {layout}: {ldata} "
+              f"({time.perf_counter() - t0:.0f} s to prepare)", flush=True)
+        results: dict = {}
+        report["layouts"][layout] = {"results": results}
+        for lib in libs:
+            repo = os.path.join(work, layout, lib)
+            shutil.rmtree(repo, ignore_errors=True)
+            os.makedirs(repo)
+            results[lib] = {}
+            for phase in ("apply", *phases):
+                if phase == "persist" and lib != "tiffin":
+                    continue
+                limit = feast_timeout_s if lib == "feast" else timeout_s
+                print(f"[{datetime.now():%H:%M:%S}] large {layout:8s} {lib:6s} {phase} ...", end=" ",
+                      flush=True)
+                r = run_child(
+                    pythons[lib], envs[lib], lib, phase, repo, ldata, work, limit, int(cap_gib * 1048576)
                 )
-                if phase == "apply":
-                    break
-    hist = {lib: report["results"].get(lib, {}).get("historical", {}) for lib in ("tiffin", "feast")}
-    if all(h.get("ok") for h in hist.values()):
-        report["exactness"] = compare({lib: h["result_parquet"] for lib, h in hist.items()})
+                results[lib][phase] = r
+                if r.get("ok"):
+                    print(f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB", flush=True)
+                else:
+                    print(
+                        f"FAILED ({r.get('error', '')[:300]}), peak RSS {r['peak_rss_mib']:,.0f} MiB",
+                        flush=True,
+                    )
+                    if phase == "apply":
+                        break
+        arrow = {lib: results.get(lib, {}).get("to_arrow", {}) for lib in ("tiffin", "feast")}
+        if all(h.get("ok") for h in arrow.values()):
+            report["layouts"][layout]["exactness"] = compare(
+                {lib: h["result_parquet"] for lib, h in arrow.items()})
     return report
 
 
@@ -399,33 +463,41 @@ def render_md(report: dict) -> str:
     d = report["data"]
     lines = [
         f"Large run: {d['source_rows']:,} source rows ({d['drivers']:,} drivers x {d['hours']:,} hours), "
-        f"{d['entity_rows']:,} entity rows.",
+        f"{d['entity_rows']:,} entity rows. Peak RSS is the child process tree's.",
         "",
-        "| phase | tiffin s | tiffin peak RSS MiB | Feast s | Feast peak RSS MiB |",
-        "|---|---:|---:|---:|---:|",
+        "| layout | phase | tiffin s | tiffin peak RSS MiB | Feast s | Feast peak RSS MiB "
+        "| tiffin/Feast time |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for phase in ("historical", "materialize"):
-        cells = []
+    notes = []
+    for layout, part in report["layouts"].items():
+        results = part["results"]
+        for phase in PHASES:
+            if not any(phase in results.get(lib, {}) for lib in ("tiffin", "feast")):
+                continue
+            cells = []
+            for lib in ("tiffin", "feast"):
+                r = results.get(lib, {}).get(phase)
+                if r is None:
+                    cells += ["-", "-"]
+                elif r.get("ok"):
+                    cells += [f"{r['seconds']:.1f}", f"{r['peak_rss_mib']:,.0f}"]
+                else:
+                    cells += [r.get("error", "FAILED").split("\n")[0][:80], f"{r['peak_rss_mib']:,.0f}"]
+            t, f = (results.get(lib, {}).get(phase) or {} for lib in ("tiffin", "feast"))
+            ratio = f"{t['seconds'] / f['seconds']:.2f}x" if t.get("ok") and f.get("ok") else "-"
+            lines.append(f"| {layout} | {phase} | " + " | ".join(cells) + f" | {ratio} |")
         for lib in ("tiffin", "feast"):
-            r = report["results"].get(lib, {}).get(phase)
-            if r is None:
-                cells += ["-", "-"]
-            elif r.get("ok"):
-                cells += [f"{r['seconds']:.1f}", f"{r['peak_rss_mib']:,.0f}"]
-            else:
-                cells += [r.get("error", "FAILED").split("\n")[0][:80], f"{r['peak_rss_mib']:,.0f}"]
-        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
-    for lib in ("tiffin", "feast"):
-        r = report["results"].get(lib, {}).get("materialize")
-        if r and r.get("ok"):
-            lines.append(f"- materialize {lib}: {r['rows_per_second']:,.0f} source rows/s")
-    ex = report.get("exactness")
-    if ex:
-        lines.append(
-            f"- training sets: {ex['mismatching_rows']} mismatching rows of {ex['rows']['tiffin']:,}"
-            f" ({'exact' if ex['exact'] else 'NOT exact'})"
-        )
-    return "\n".join(lines) + "\n"
+            r = results.get(lib, {}).get("materialize")
+            if r and r.get("ok"):
+                notes.append(f"- {layout}, materialize {lib}: {r['rows_per_second']:,.0f} source rows/s")
+        ex = part.get("exactness")
+        if ex:
+            notes.append(
+                f"- {layout}, to_arrow training sets: {ex['mismatching_rows']} mismatching rows of "
+                f"{ex['rows']['tiffin']:,} ({'exact' if ex['exact'] else 'NOT exact'})"
+            )
+    return "\n".join(lines + notes) + "\n"
 
 
 def main() -> int:
@@ -439,7 +511,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--feast-timeout", type=float, default=1800)
     ap.add_argument("--memory-cap", type=float, default=16, help="GiB")
-    ap.add_argument("--phases", default="historical,materialize")
+    ap.add_argument("--phases", default=",".join(PHASES))
+    ap.add_argument("--layouts", default=",".join(LAYOUTS))
     ap.add_argument("--work", default=os.path.join(HERE, ".work"))
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
@@ -473,6 +546,7 @@ def main() -> int:
         a.feast_timeout,
         a.memory_cap,
         tuple(x for x in a.phases.split(",") if x),
+        tuple(x for x in a.layouts.split(",") if x),
     )
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     md = render_md(report)

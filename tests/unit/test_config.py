@@ -350,3 +350,34 @@ def test_s3_keys_on_a_local_registry_warn():
     with pytest.warns(UserWarning, match="s3_endpoint_url is ignored"):
         RepoConfig(project="demo", registry={"path": "data/r.json",
                                              "s3_endpoint_url": "http://x"})
+
+
+def test_duckdb_offline_store_defaults_bound_memory_and_spill_to_temp():
+    import tempfile
+
+    cfg = RepoConfig(**minimal())
+    assert cfg.offline_store.memory_limit == "1GB"
+    assert cfg.offline_store.temp_directory == str(Path(tempfile.gettempdir()) / "tiffin-duckdb")
+    cfg = RepoConfig(**minimal(offline_store={"type": "duckdb", "memory_limit": None,
+                                              "temp_directory": "~/spill"}))
+    assert cfg.offline_store.memory_limit is None
+    assert cfg.offline_store.temp_directory == str(Path("~/spill").expanduser())
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("memory_limit", "lots", "not a size"),
+    ("memory_limit", "0GB", "not a size"),
+    ("memory_limit", "4 parsecs", "not a size"),
+    ("in_memory_join_max_rows", -1, "0 or more"),
+    ("threads", 0, "at least 1"),
+])
+def test_duckdb_offline_store_rejects_bad_settings(key, value, words):
+    with pytest.raises(ConfigError, match=f"offline_store.{key}.*{words}"):
+        RepoConfig(**minimal(offline_store={"type": "duckdb", key: value}))
+
+
+def test_duckdb_temp_directory_must_not_be_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="temp_directory.*not a directory"):
+        RepoConfig(**minimal(offline_store={"type": "duckdb", "temp_directory": str(f)}))

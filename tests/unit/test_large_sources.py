@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -59,6 +60,15 @@ def entity_table(rng: np.random.Generator, keys: int, hours: int, n: int) -> pa.
                      "event_timestamp": pa.array(ts, pa.int64()).cast(TS)})
 
 
+def laid_out(rng: np.random.Generator, table: pa.Table, layout: str) -> pa.Table:
+    """The same rows in time order (as generated), key order, or no order at all."""
+    if layout == "key":
+        return table.sort_by([("driver_id", "ascending"), ("event_timestamp", "ascending")])
+    if layout == "shuffled":
+        return table.take(pa.array(rng.permutation(table.num_rows)))
+    return table
+
+
 def make(tmp_path, name: str, limit: int, table: pa.Table, ttl: timedelta | None
          ) -> FeatureStore:
     root = tmp_path / name
@@ -82,7 +92,7 @@ def make(tmp_path, name: str, limit: int, table: pa.Table, ttl: timedelta | None
 def taken(monkeypatch):
     """Which large-source path each retrieval took (a spy; the real methods run)."""
     calls: list[str] = []
-    for name in ("_merge_time_chunked", "_merge_partitioned"):
+    for name in ("_merge_time_chunked", "_merge_key_chunked", "_merge_partitioned"):
         real = getattr(DuckDBOfflineStore, name)
 
         def spy(self, *a, _real=real, _name=name, **kw):
@@ -113,6 +123,91 @@ def test_large_source_paths_match_the_plain_merge_and_sql(tmp_path, taken, seed,
     assert got.equals(want)
     assert got.equals(sql.get_historical_features(entity, FEATURES).to_arrow())
     assert got.column("rate").null_count < got.num_rows  # the join found rows at all
+
+
+@pytest.mark.parametrize("layout, ttl, path", [
+    ("time", timedelta(hours=2), "_merge_time_chunked"),
+    ("time", None, "_merge_partitioned"),  # no ttl: time ranges would need all earlier rows
+    ("key", timedelta(hours=2), "_merge_key_chunked"),
+    ("key", None, "_merge_key_chunked"),
+    ("shuffled", timedelta(hours=2), "_merge_partitioned"),
+    ("shuffled", None, "_merge_partitioned"),
+])
+def test_every_source_layout_takes_a_bounded_path_with_the_same_result(
+        tmp_path, taken, layout, ttl, path):
+    """Whatever order the source rows were written in, a source past the limit is read in
+    pieces (time ranges, key ranges or hash buckets) and the result is exactly the
+    plain merge's and the ASOF SQL's."""
+    rng = np.random.default_rng(5)
+    table = laid_out(rng, source_table(rng, keys=50, hours=120), layout)
+    entity = entity_table(rng, keys=50, hours=120, n=2_000)
+    big = make(tmp_path, "big", 1_000, table, ttl)  # ~5,600 source rows
+    got = big.get_historical_features(entity, FEATURES).to_arrow()
+    assert taken == [path]
+    want = make(tmp_path, "plain", 10_000_000, table, ttl).get_historical_features(
+        entity, FEATURES).to_arrow()
+    assert got.equals(want)
+    sql = make(tmp_path, "sql", 0, table, ttl).get_historical_features(entity, FEATURES)
+    assert got.equals(sql.to_arrow())
+    assert got.column("rate").null_count < got.num_rows
+
+
+def test_key_ranges_read_only_their_row_groups(tmp_path, monkeypatch):
+    """Each key range of a key-ordered source reads about its share of the rows, not the
+    whole source: the point of the key-range path."""
+    rng = np.random.default_rng(9)
+    table = laid_out(rng, source_table(rng, keys=80, hours=60), "key")
+    entity = entity_table(rng, keys=80, hours=60, n=1_500)
+    big = make(tmp_path, "big", 1_000, table, None)
+    read: list[int] = []
+    real = DuckDBOfflineStore._merge_chunked
+
+    def spy(self, entity, v, ent_ts, ent_valid, parts):
+        def counted():
+            for rows, query in parts:
+                with self.connect() as con:
+                    read.append(con.sql(f"SELECT COUNT(*) FROM ({query}) AS q").fetchall()[0][0])
+                yield rows, query
+        return real(self, entity, v, ent_ts, ent_valid, counted())
+
+    monkeypatch.setattr(DuckDBOfflineStore, "_merge_chunked", spy)
+    got = big.get_historical_features(entity, FEATURES).to_arrow()
+    assert len(read) >= 8 and max(read) <= 500  # ranges of at most half the limit
+    assert sum(read) == table.num_rows  # disjoint key ranges: every row read once
+    plain = make(tmp_path, "plain", 10_000_000, table, None)
+    assert got.equals(plain.get_historical_features(entity, FEATURES).to_arrow())
+
+
+def test_string_keys_in_key_order_take_the_hash_buckets(tmp_path, taken):
+    """Key ranges need integer statistics; a string key sorted by key still gets a
+    bounded path, the hash buckets."""
+    rng = np.random.default_rng(4)
+    table = laid_out(rng, source_table(rng, keys=30, hours=80), "key")
+    table = table.set_column(0, "driver_id", pc.cast(table.column("driver_id"), pa.string()))
+    entity = entity_table(rng, keys=30, hours=80, n=800)
+    entity = entity.set_column(0, "driver_id", pc.cast(entity.column("driver_id"), pa.string()))
+
+    def store(name: str, limit: int) -> FeatureStore:
+        root = tmp_path / name
+        root.mkdir()
+        pq.write_table(table, root / "drivers.parquet", row_group_size=97)
+        driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.STRING)
+        src = FileSource(name="drivers", path=str(root / "drivers.parquet"),
+                         timestamp_field="event_timestamp", created_timestamp_column="created")
+        view = FeatureView(name="stats", entities=[driver], ttl=None, source=src,
+                           schema=[Field(name="rate", dtype=Float64),
+                                   Field(name="trips", dtype=Int64),
+                                   Field(name="city", dtype=String)])
+        s = FeatureStore(repo_path=root, config=RepoConfig(
+            project="p", registry=str(root / "registry.json"),
+            offline_store={"type": "duckdb", "in_memory_join_max_rows": limit}))
+        s.apply([driver, src, view])
+        return s
+
+    got = store("big", 800).get_historical_features(entity, FEATURES).to_arrow()
+    assert taken == ["_merge_partitioned"]
+    assert got.equals(store("plain", 10_000_000).get_historical_features(
+        entity, FEATURES).to_arrow())
 
 
 def test_unclustered_source_falls_back_to_key_buckets(tmp_path, taken):

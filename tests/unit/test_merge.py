@@ -89,3 +89,16 @@ def test_indices_directly():
     assert got.tolist() == [-1, 2, 2, 3, -1, -1]
     got = merge.point_in_time_indices(src_keys, src_ts, created, ent_keys, ent_ts, valid, 4)
     assert got.tolist() == [-1, 2, -1, 3, -1, -1]
+
+
+@pytest.mark.parametrize("runs", [1, 3, 40, 5_000])
+def test_sort_of_sorted_runs_equals_a_plain_sort(runs):
+    """merge._sort picks timsort for a few sorted runs (a key-ordered source read by
+    several threads) and quicksort otherwise; either way the order is exact."""
+    rng = np.random.default_rng(runs)
+    a = np.concatenate([np.sort(rng.integers(0, 1 << 40, 20_000 // runs))
+                        for _ in range(runs)])
+    rng.shuffle(a.reshape(runs, -1))  # runs in any order
+    got = a.copy()
+    merge._sort(got)
+    assert np.array_equal(got, np.sort(a))

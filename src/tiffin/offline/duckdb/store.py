@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc  # noqa: F401  (pa.ipc)
 import pyarrow.parquet as pq
 
 from tiffin.config import RepoConfig
@@ -279,11 +281,16 @@ class DuckDBOfflineStore(OfflineStore):
             if force_buckets:
                 return self._merge_partitioned(entity, join, v, ent_ts, ent_valid, force_buckets)
             if limit > 0 and rows is not None and rows > limit:
-                chunks = self._time_chunks(v, source, ent_ts, ent_valid, max(1, limit // 2))
+                target = max(1, limit // 2)
+                chunks = self._time_chunks(v, source, ent_ts, ent_valid, target)
                 if chunks:
                     return self._merge_time_chunked(entity, join, v, ent_ts, ent_valid, chunks)
+                key_chunks = self._key_chunks(v, source, entity, ent_valid, target)
+                if key_chunks:
+                    return self._merge_key_chunked(entity, join, v, ent_ts, ent_valid,
+                                                   key_chunks)
                 return self._merge_partitioned(entity, join, v, ent_ts, ent_valid,
-                                               buckets=-(-rows // max(1, limit // 2)))
+                                               buckets=-(-rows // target))
             with self.connect() as con:
                 try:
                     src = con.sql(join.source_query(dialect, v)).to_arrow_table()
@@ -321,29 +328,13 @@ class DuckDBOfflineStore(OfflineStore):
         if stats is None:
             return None
         n_rows, mins, maxs = stats
-        times = np.sort(ent_ts[ent_valid])
+        times = _distinct(ent_ts[ent_valid])
         if times.size == 0:
             return None
-
-        def need(lo: int, hi: int) -> int:
-            return int(n_rows[(maxs >= lo - ttl) & (mins <= hi)].sum())
-
-        chunks, i, total = [], 0, 0
-        while i < times.size:
-            lo = int(times[i])
-            if need(lo, lo) > target_rows:
-                return None  # one instant already needs too much: not clustered by time
-            a, b = i, times.size - 1  # largest j with need(lo, times[j]) <= target
-            while a < b:
-                mid = (a + b + 1) // 2
-                if need(lo, int(times[mid])) <= target_rows:
-                    a = mid
-                else:
-                    b = mid - 1
-            hi = int(times[a])
-            chunks.append((lo, hi))
-            total += need(lo, hi)
-            i = int(np.searchsorted(times, hi, side="right"))
+        chunks = _ranges(times, n_rows, mins, maxs, target_rows, ttl)
+        if chunks is None:
+            return None
+        total = sum(int(n_rows[(maxs >= lo - ttl) & (mins <= hi)].sum()) for lo, hi in chunks)
         if total > 2 * int(n_rows.sum()):
             return None  # ranges overlap too much: hashing the keys reads less
         return chunks
@@ -352,19 +343,51 @@ class DuckDBOfflineStore(OfflineStore):
                             ent_ts: np.ndarray, ent_valid: np.ndarray,
                             chunks: list[tuple[int, int]]) -> dict[str, pa.Array] | None:
         d = Dialect.registry[self.dialect]()
+
+        def parts():
+            for lo, hi in chunks:
+                rows = np.flatnonzero(ent_valid & (ent_ts >= lo) & (ent_ts <= hi))
+                if rows.size:
+                    # The same source query, pruned to what these entity times can match.
+                    sub = replace(join, min_ts=from_micros(lo), max_ts=from_micros(hi))
+                    yield rows, sub.source_query(d, v)
+
+        return self._merge_chunked(entity, v, ent_ts, ent_valid, parts())
+
+    def _merge_key_chunked(self, entity: pa.Table, join: PointInTimeJoin, v: ViewJoin,
+                           ent_ts: np.ndarray, ent_valid: np.ndarray,
+                           chunks: list[tuple[int, int]]) -> dict[str, pa.Array] | None:
+        d = Dialect.registry[self.dialect]()
+        keys = self._int_keys(entity.column(v.entity_keys[0]))
+        assert keys is not None  # _key_chunks said so
+        values, known = keys
+        source = join.source_query(d, v)
+        key = d.quote("k0")
+
+        def parts():
+            for lo, hi in chunks:
+                rows = np.flatnonzero(ent_valid & known & (values >= lo) & (values <= hi))
+                if rows.size:
+                    # DuckDB pushes the key range down to the Parquet scan: row groups whose
+                    # key statistics lie outside it are skipped unread.
+                    yield rows, (f"SELECT * FROM ({source}) AS s "
+                                 f"WHERE {key} BETWEEN {lo} AND {hi}")
+
+        return self._merge_chunked(entity, v, ent_ts, ent_valid, parts())
+
+    def _merge_chunked(self, entity: pa.Table, v: ViewJoin, ent_ts: np.ndarray,
+                       ent_valid: np.ndarray, parts: Any) -> dict[str, pa.Array] | None:
+        """Merge disjoint sets of entity rows, each against the source rows its query
+        reads; ``parts`` yields (entity row positions, source query). Entity rows in no
+        part cannot match anything and get nulls."""
         ent_keys = [entity.column(c) for c in v.entity_keys]
         positions, pieces = [], []
         assigned = np.zeros(entity.num_rows, bool)
-        for lo, hi in chunks:
-            rows = np.flatnonzero(ent_valid & (ent_ts >= lo) & (ent_ts <= hi))
-            if rows.size == 0:
-                continue
+        for rows, query in parts:
             assigned[rows] = True
-            # The same source query, pruned to what this range of entity times can match.
-            sub = replace(join, min_ts=from_micros(lo), max_ts=from_micros(hi))
             with self.connect() as con:
                 try:
-                    src = con.sql(sub.source_query(d, v)).to_arrow_table()
+                    src = con.sql(query).to_arrow_table()
                 except duckdb.Error as e:
                     raise BackendError(f"reading a source failed: {_first_line(e)}") from None
             idx_rows = pa.array(rows)
@@ -375,7 +398,7 @@ class DuckDBOfflineStore(OfflineStore):
                 return None
             positions.append(rows)
             pieces.append(part)
-        rest = np.flatnonzero(~assigned)  # rows without a valid time: no match
+        rest = np.flatnonzero(~assigned)
         if rest.size or not pieces:
             idx_rows = pa.array(rest)
             pieces.append(_merge_view(None, v, [k.take(idx_rows) for k in ent_keys], ent_ts[rest],
@@ -383,11 +406,56 @@ class DuckDBOfflineStore(OfflineStore):
             positions.append(rest)
         return _in_entity_order(entity.num_rows, positions, pieces, v)
 
+    @staticmethod
+    def _int_keys(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+        """An integer entity key as int64 values and a validity mask; None for other types."""
+        if not pa.types.is_integer(col.type):
+            return None
+        known = col.is_valid().to_numpy(zero_copy_only=False)
+        try:
+            values = pc.fill_null(pc.cast(col, pa.int64()), 0).to_numpy()
+        except pa.ArrowInvalid:  # uint64 past int64: such keys take the hash buckets
+            return None
+        return np.asarray(values, np.int64), np.asarray(known, bool)
+
+    def _key_chunks(self, v: ViewJoin, source: DataSource | None, entity: pa.Table,
+                    ent_valid: np.ndarray, target_rows: int) -> list[tuple[int, int]] | None:
+        """Ranges of entity key values whose source rows (by Parquet row-group statistics
+        of the key column) fit ``target_rows``: the counterpart of ``_time_chunks`` for a
+        source written in key order (an export per entity, a table sorted by key).
+
+        One integer join key only (its statistics compare as numbers). Returns None when
+        that does not work out: other keys, no statistics, or row groups not clustered by
+        key (each would then be read by many ranges)."""
+        if len(v.join_keys) != 1 or not isinstance(source, FileSource):
+            return None
+        keys = self._int_keys(entity.column(v.entity_keys[0]))
+        raw = v.source.columns[v.join_keys[0]]
+        if keys is None or not pa.types.is_integer(v.source.arrow_types.get(raw, pa.null())):
+            return None
+        stats = self._row_group_stats(source, raw, "BIGINT")
+        if stats is None:
+            return None
+        n_rows, mins, maxs = stats
+        values, known = keys
+        wanted = _distinct(values[known & ent_valid])
+        if wanted.size == 0:
+            return None
+        chunks = _ranges(wanted, n_rows, mins, maxs, target_rows, 0)
+        if chunks is None:
+            return None
+        total = sum(int(n_rows[(maxs >= lo) & (mins <= hi)].sum()) for lo, hi in chunks)
+        if total > 2 * int(n_rows.sum()):
+            return None  # ranges share too many row groups: hashing the keys reads less
+        return chunks
+
     def _merge_partitioned(self, entity: pa.Table, join: PointInTimeJoin, v: ViewJoin,
                            ent_ts: np.ndarray, ent_valid: np.ndarray, buckets: int
                            ) -> dict[str, pa.Array] | None:
         d = Dialect.registry[self.dialect]()
         keys = [d.quote(f"k{i}") for i in range(len(v.join_keys))]
+        if self.config.temp_directory:
+            os.makedirs(self.config.temp_directory, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix="tiffin-pit-", dir=self.config.temp_directory)
         try:
             with self.connect() as con:
@@ -395,9 +463,10 @@ class DuckDBOfflineStore(OfflineStore):
                 try:
                     key_types = con.sql(f"SELECT {', '.join(keys)} FROM ({source}) AS s LIMIT 0"
                                         ).types
-                    con.execute(f"COPY (SELECT *, hash({', '.join(keys)}) % {buckets} AS __bucket "
-                                f"FROM ({source}) AS s) TO {_sql_string(tmp)} "
-                                f"(FORMAT parquet, PARTITION_BY (__bucket))")
+                    files = _split_by_bucket(
+                        con.sql(f"SELECT *, CAST(hash({', '.join(keys)}) % {buckets} AS INTEGER) "
+                                f"AS __bucket FROM ({source}) AS s").to_arrow_reader(1 << 20),
+                        buckets, tmp)
                     # The entity side hashes the same values: its keys cast to the source's
                     # types (TRY_CAST: values that cannot match go anywhere, and match nothing).
                     con.register("entity_keys", entity.select(v.entity_keys))
@@ -415,11 +484,10 @@ class DuckDBOfflineStore(OfflineStore):
                 rows = np.flatnonzero(ent_bucket_np == b)
                 if rows.size == 0:
                     continue
-                files = os.path.join(tmp, f"__bucket={b}", "*.parquet")
-                if glob.glob(files):
-                    with self.connect() as con:
-                        src = con.sql(f"SELECT * FROM read_parquet({_sql_string(files)}, "
-                                      f"hive_partitioning = false)").to_arrow_table()
+                if files[b] is not None:
+                    with pa.OSFile(files[b]) as f:
+                        src = pa.ipc.open_stream(f).read_all()
+                    os.unlink(files[b])
                 else:
                     src = None
                 idx_rows = pa.array(rows)
@@ -461,15 +529,23 @@ class DuckDBOfflineStore(OfflineStore):
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """(rows, min event time, max event time) per Parquet row group, epoch microseconds;
         None when the files or their statistics cannot tell."""
+        return self._row_group_stats(source, ts_column, "TIMESTAMPTZ")
+
+    def _row_group_stats(self, source: DataSource, column: str, sql_type: str
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(rows, min, max) of ``column`` per Parquet row group, as int64 (timestamps in
+        epoch microseconds); None when the files or their statistics cannot tell."""
         if not isinstance(source, FileSource):
             return None
+        lo, hi = (f"TRY_CAST(stats_{m}_value AS {sql_type})" for m in ("min", "max"))
+        if sql_type == "TIMESTAMPTZ":
+            lo, hi = f"epoch_us({lo})", f"epoch_us({hi})"
         with self.connect() as con:
             try:
                 stats = con.sql(
-                    "SELECT row_group_num_rows, epoch_us(TRY_CAST(stats_min_value AS TIMESTAMPTZ)), "
-                    "epoch_us(TRY_CAST(stats_max_value AS TIMESTAMPTZ)) FROM parquet_metadata("
+                    f"SELECT row_group_num_rows, {lo}, {hi} FROM parquet_metadata("
                     f"{_sql_list(self._files(source))}) WHERE path_in_schema = "
-                    f"{_sql_string(ts_column)}").fetchnumpy()
+                    f"{_sql_string(column)}").fetchnumpy()
             except duckdb.Error:
                 return None
         n_rows = np.asarray(stats["row_group_num_rows"], np.int64)
@@ -540,6 +616,78 @@ class DuckDBOfflineStore(OfflineStore):
             if found >= wanted:
                 break
         return con.sql("SELECT * FROM __latest").to_arrow_reader(batch_rows)
+
+
+def _split_by_bucket(reader: pa.RecordBatchReader, buckets: int, tmp: str
+                     ) -> list[str | None]:
+    """Stream rows with a ``__bucket`` column into one Arrow IPC file per bucket (without
+    that column); the file paths, None for a bucket without rows.
+
+    Arrow IPC is the in-memory layout written as is: writing and reading a bucket back
+    cost little more than a copy, where a partitioned Parquet write encodes and
+    compresses every value and took most of the time of a shuffled source's join."""
+    at = reader.schema.get_field_index("__bucket")
+    schema = reader.schema.remove(at)
+    sinks: list[Any] = [None] * buckets
+    writers: list[Any] = [None] * buckets
+    try:
+        for batch in reader:
+            b = batch.column(at).to_numpy()
+            # Small integers sort stably by radix: one gather puts each bucket's rows together.
+            b = b.astype(np.int16) if buckets < (1 << 15) else b
+            order = np.argsort(b, kind="stable")
+            ends = np.cumsum(np.bincount(b, minlength=buckets))
+            rows = pa.RecordBatch.from_arrays(
+                [batch.column(i) for i in range(batch.num_columns) if i != at], schema=schema
+            ).take(pa.array(order))
+            start = 0
+            for i, end in enumerate(ends.tolist()):
+                if end > start:
+                    if writers[i] is None:
+                        sinks[i] = pa.OSFile(os.path.join(tmp, f"bucket-{i}.arrow"), "wb")
+                        writers[i] = pa.ipc.new_stream(sinks[i], schema)
+                    writers[i].write_batch(rows.slice(start, end - start))
+                start = end
+    finally:
+        for w, f in zip(writers, sinks):
+            if w is not None:
+                w.close()
+                f.close()
+    return [None if w is None else os.path.join(tmp, f"bucket-{i}.arrow")
+            for i, w in enumerate(writers)]
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values; np.unique hashes int64 (numpy 2.3+), several times slower
+    than a sort for millions of timestamps."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if values.size else values
+
+
+def _ranges(values: np.ndarray, n_rows: np.ndarray, mins: np.ndarray, maxs: np.ndarray,
+            target_rows: int, reach: int) -> list[tuple[int, int]] | None:
+    """Cut sorted, distinct ``values`` into ranges [lo, hi] whose row groups (those with
+    ``max >= lo - reach`` and ``min <= hi``) hold at most ``target_rows`` rows; None when a
+    single value already needs more (the row groups are not clustered by this column)."""
+    def need(lo: int, hi: int) -> int:
+        return int(n_rows[(maxs >= lo - reach) & (mins <= hi)].sum())
+
+    chunks, i = [], 0
+    while i < values.size:
+        lo = int(values[i])
+        if need(lo, lo) > target_rows:
+            return None
+        a, b = i, values.size - 1  # largest j with need(lo, values[j]) <= target
+        while a < b:
+            mid = (a + b + 1) // 2
+            if need(lo, int(values[mid])) <= target_rows:
+                a = mid
+            else:
+                b = mid - 1
+        hi = int(values[a])
+        chunks.append((lo, hi))
+        i = a + 1
+    return chunks
 
 
 def _merge_view(src: pa.Table | None, v: ViewJoin, ent_keys: list[pa.ChunkedArray],
