@@ -100,8 +100,8 @@ def machine_info() -> dict:
     except OSError:
         pass
     try:
-        info["loadavg_at_start"] = [float(x) for x in open("/proc/loadavg").read().split()[:3]]
-    except (OSError, ValueError):
+        info["loadavg_at_start"] = [float(x) for x in os.getloadavg()]
+    except OSError:
         pass
     return info
 
