@@ -125,6 +125,18 @@ def test_large_source_paths_match_the_plain_merge_and_sql(tmp_path, taken, seed,
     assert got.column("rate").null_count < got.num_rows  # the join found rows at all
 
 
+def test_a_limit_of_zero_always_runs_the_asof_sql(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    store = make(tmp_path, "sql", 0, source_table(rng, keys=5, hours=10), timedelta(hours=2))
+
+    def refuse(*a, **kw):
+        raise AssertionError("in_memory_join_max_rows: 0 must not merge in memory")
+
+    monkeypatch.setattr(DuckDBOfflineStore, "_merge_in_memory", refuse)
+    got = store.get_historical_features(entity_table(rng, 5, 10, 200), FEATURES).to_arrow()
+    assert got.num_rows == 200 and got.column("rate").null_count < 200
+
+
 @pytest.mark.parametrize("layout, ttl, path", [
     ("time", timedelta(hours=2), "_merge_time_chunked"),
     ("time", None, "_merge_partitioned"),  # no ttl: time ranges would need all earlier rows

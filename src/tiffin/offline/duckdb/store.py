@@ -199,8 +199,10 @@ class DuckDBOfflineStore(OfflineStore):
         if strategy == "auto":
             # Sized from the Parquet footers: sources that fit merge in memory, larger ones
             # merge bucket by bucket; only a source of unknown size goes to the ASOF SQL.
+            # ``in_memory_join_max_rows: 0`` asks for the ASOF SQL whatever the sizes.
             counts = [self._source_rows(req.view.source.batch) for req in plan.views]
-            in_memory = all(c is not None for c in counts)
+            in_memory = self.config.in_memory_join_max_rows > 0 and all(
+                c is not None for c in counts)
 
         def merged() -> pa.Table | None:
             if not in_memory:
