@@ -113,9 +113,14 @@ class PostgreSQLOnlineStore(OnlineStore):
             # their sockets' transports and cancelled their tasks already.
             for old in [lp for lp in self._async_pools if lp.is_closed()]:
                 del self._async_pools[old]
+            # Empty at first (min_size 0, not min_conn): a connection is made when a read
+            # waits for one, so none is being made in the background when a short-lived
+            # loop (asyncio.run) ends. psycopg_pool's connect task takes the cancellation
+            # that ending sends for a failed connect and schedules a retry: the loop, and
+            # asyncio.run, never finished ending.
             pool = self._async_pools[loop] = AsyncConnectionPool(
-                self.config.conninfo(), min_size=self.config.min_conn,
-                max_size=self.config.max_conn, open=False, kwargs={"autocommit": True})
+                self.config.conninfo(), min_size=0, max_size=max(1, self.config.max_conn),
+                open=False, kwargs={"autocommit": True})
         await pool.open(wait=False)
         return pool
 
