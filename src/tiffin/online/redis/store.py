@@ -235,11 +235,11 @@ class RedisOnlineStore(OnlineStore):
             # One immediate retry (after redis-py reloads the slot map), not its default
             # backoff over many: during a failover a caller gets a 503 within the socket
             # timeout, as with one server. MOVED/ASK are followed apart from this.
-            self.client = redis.cluster.RedisCluster(
+            self.client = self._call("connecting to the cluster", lambda: redis.cluster.RedisCluster(
                 startup_nodes=[redis.cluster.ClusterNode(host, port)
                                for host, port in config.addresses()],
                 retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1),
-                max_connections=config.max_connections, **_ssl_flag(config.options()))
+                max_connections=config.max_connections, **_ssl_flag(config.options())))
             self._aio = ClusterReader(config.options(), config.addresses())
         elif config.redis_type == "redis_sentinel":
             # redis-py's Sentinel asks the sentinels for the master at every new
@@ -287,6 +287,9 @@ class RedisOnlineStore(OnlineStore):
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as e:
             raise StoreUnavailableError(f"Redis unreachable while {what}: {e}") from e
+        except redis.exceptions.RedisClusterException as e:
+            # Not a RedisError: no node reachable, a slot no node serves (a failover).
+            raise StoreUnavailableError(f"Redis Cluster unavailable while {what}: {e}") from e
         except redis.RedisError as e:
             raise BackendError(f"Redis failed while {what}: {e}") from e
 
