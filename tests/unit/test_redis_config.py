@@ -59,6 +59,8 @@ def test_a_url_still_names_one_server():
     ({"redis_type": "redis_cluster", "connection_string": "unix:///tmp/r.sock"},
      "not a unix socket"),
     ({"connection_string": "a:port,password=sekrit"}, "numeric port"),
+    # A ':' typed for the '=': what follows it is the password, never to be shown.
+    ({"connection_string": "cache:6379,password:sekrit"}, "numeric port"),
     ({"redis_type": "redis_sentinel", "sentinel_master": ""}, "needs sentinel_master"),
     ({"redis_type": "memcached"}, "redis_type"),
 ])

@@ -69,8 +69,9 @@ class RedisOnlineStoreConfig(BackendConfig):
                     addresses.append((host.strip("[]") or "localhost", int(port or 6379)))
                 except ValueError:
                     # Never echo the string: it may hold a password.
-                    raise ValueError(f"connection_string: a server address must be host:port, "
-                                     f"with a numeric port (got port {port!r})") from None
+                    # Nor what follows its ':' ("password:..." typed for "password=...").
+                    raise ValueError("connection_string: a server address must be host:port, "
+                                     "with a numeric port (options are key=value)") from None
                 continue
             key, _, value = item.partition("=")
             key = key.strip()
