@@ -8,12 +8,17 @@ cancellation for a failure and scheduled a retry, and asyncio.run never returned
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import subprocess
 import sys
 import textwrap
+import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import NOW, ONLINE_BACKENDS, OnlineWorld
 
 pytestmark = pytest.mark.postgres
 
@@ -51,3 +56,40 @@ def test_repeated_asyncio_run_never_hangs(tmp_path):
         pytest.fail("asyncio.run(get_online_features_async(...)) on PostgreSQL never returned")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("done")
+
+
+def _sockets_to_postgres() -> set[int]:
+    import psutil
+    proc = psutil.Process()
+    conns = (proc.net_connections if hasattr(proc, "net_connections") else proc.connections)("tcp")
+    return {c.laddr[1] for c in conns if c.raddr and c.raddr[1] == 5432
+            and c.status == psutil.CONN_ESTABLISHED}
+
+
+def test_each_loops_pool_connections_are_closed_when_its_loop_ends(tmp_path):
+    backend = next(b for b in ONLINE_BACKENDS if b.name == "postgres-async")
+    gc.collect()
+    world = OnlineWorld(tmp_path, backend)
+    try:
+        world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW - timedelta(minutes=1),
+                                      "i64": 7}])
+        online = world.store.online_store
+        synchronous = _sockets_to_postgres()  # the store's own (sync) pool
+
+        def read():
+            return asyncio.run(world.store.get_online_features_async(
+                ["driver_stats:i64"], [{"driver_id": 1}])).to_dict()["i64"]
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(5):
+                assert read() == [7]
+                # The loop has ended: nothing of its pool may stay open.
+                assert _sockets_to_postgres() <= synchronous
+                assert [p for p in online._async_pools.values() if not p.closed] == []
+            world.store.close()
+            gc.collect()
+        assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    finally:
+        world.store.online_store.teardown(world.store.list_feature_views())
+        world.store.close()

@@ -16,9 +16,10 @@ serves other requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -77,6 +78,9 @@ class PostgreSQLOnlineStore(OnlineStore):
         self.pool = self._new_pool()
         self._opened = False
         self._async_pools: dict[asyncio.AbstractEventLoop, Any] = {}
+        # Per loop, the async generator that closes its pool as the loop ends in order
+        # (held here: a loop holds its async generators by weak reference).
+        self._pool_guards: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
         self._async_lock = threading.Lock()  # loops of several threads may open pools
         self._closing: set[asyncio.Task] = set()
         self._queries: dict[tuple, tuple[Any, list]] = {}
@@ -113,6 +117,7 @@ class PostgreSQLOnlineStore(OnlineStore):
             # their sockets' transports and cancelled their tasks already.
             for old in [lp for lp in self._async_pools if lp.is_closed()]:
                 del self._async_pools[old]
+                self._pool_guards.pop(old, None)
             # Empty at first (min_size 0, not min_conn): a connection is made when a read
             # waits for one, so none is being made in the background when a short-lived
             # loop (asyncio.run) ends. psycopg_pool's connect task takes the cancellation
@@ -121,8 +126,33 @@ class PostgreSQLOnlineStore(OnlineStore):
             pool = self._async_pools[loop] = AsyncConnectionPool(
                 self.config.conninfo(), min_size=0, max_size=max(1, self.config.max_conn),
                 open=False, kwargs={"autocommit": True})
+            guard = self._pool_guards[loop] = self._until_loop_ends(loop, pool)
+        # psycopg's connections are sockets the loop watches, not transports the loop
+        # closes: a loop that ends leaves them open. Every orderly end of a loop
+        # (asyncio.run's, Runner.close, loop.shutdown_asyncgens()) closes its suspended
+        # async generators; the guard's ``finally`` then closes the pool's connections.
+        await guard.__anext__()
         await pool.open(wait=False)
         return pool
+
+    async def _until_loop_ends(self, loop: asyncio.AbstractEventLoop, pool: Any
+                               ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._async_lock:
+                if self._async_pools.get(loop) is pool:
+                    del self._async_pools[loop]
+                self._pool_guards.pop(loop, None)
+            # The loop's ending cancelled the pool's worker tasks first, so ``close``
+            # stops (raising their CancelledError) before it closes the idle connections:
+            # those are taken here and closed one by one.
+            idle = [] if pool.closed else list(getattr(pool, "_pool", ()))
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await pool.close(timeout=1)
+            for con in idle:
+                with contextlib.suppress(Exception):
+                    await con.close()
 
     async def read_many_async(self, reads: Sequence[tuple[FeatureView, Sequence[tuple],
                                                           Sequence[str]]]) -> list[Rows]:
@@ -176,6 +206,7 @@ class PostgreSQLOnlineStore(OnlineStore):
             self._opened = False
         with self._async_lock:
             pools, self._async_pools = self._async_pools, {}
+            self._pool_guards = {}  # (a guard left to run finds its pool closed)
         for loop, pool in pools.items():
             # A pool is closed on its own loop: from here when that loop runs in another
             # thread or is idle (``aclose`` closes the running loop's pool first). A loop
