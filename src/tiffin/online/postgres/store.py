@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
@@ -123,10 +124,15 @@ class PostgreSQLOnlineStore(OnlineStore):
             # loop (asyncio.run) ends. psycopg_pool's connect task takes the cancellation
             # that ending sends for a failed connect and schedules a retry: the loop, and
             # asyncio.run, never finished ending.
+            made: weakref.WeakSet = weakref.WeakSet()  # every connection the pool opens
+
+            async def remember(con: Any) -> None:
+                made.add(con)
+
             pool = self._async_pools[loop] = AsyncConnectionPool(
                 self.config.conninfo(), min_size=0, max_size=max(1, self.config.max_conn),
-                open=False, kwargs={"autocommit": True})
-            guard = self._pool_guards[loop] = self._until_loop_ends(loop, pool)
+                open=False, kwargs={"autocommit": True}, configure=remember)
+            guard = self._pool_guards[loop] = self._until_loop_ends(loop, pool, made)
         # psycopg's connections are sockets the loop watches, not transports the loop
         # closes: a loop that ends leaves them open. Every orderly end of a loop
         # (asyncio.run's, Runner.close, loop.shutdown_asyncgens()) closes its suspended
@@ -135,8 +141,8 @@ class PostgreSQLOnlineStore(OnlineStore):
         await pool.open(wait=False)
         return pool
 
-    async def _until_loop_ends(self, loop: asyncio.AbstractEventLoop, pool: Any
-                               ) -> AsyncGenerator[None, None]:
+    async def _until_loop_ends(self, loop: asyncio.AbstractEventLoop, pool: Any,
+                               made: weakref.WeakSet) -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
@@ -146,13 +152,14 @@ class PostgreSQLOnlineStore(OnlineStore):
                 self._pool_guards.pop(loop, None)
             # The loop's ending cancelled the pool's worker tasks first, so ``close``
             # stops (raising their CancelledError) before it closes the idle connections:
-            # those are taken here and closed one by one.
-            idle = [] if pool.closed else list(getattr(pool, "_pool", ()))
+            # every connection the pool made (its public ``configure`` hook recorded them)
+            # is closed here, one by one. Nothing is in use: the loop's tasks have ended.
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await pool.close(timeout=1)
-            for con in idle:
-                with contextlib.suppress(Exception):
-                    await con.close()
+            for con in list(made):
+                if not con.closed:
+                    with contextlib.suppress(Exception):
+                        await con.close()
 
     async def read_many_async(self, reads: Sequence[tuple[FeatureView, Sequence[tuple],
                                                           Sequence[str]]]) -> list[Rows]:
