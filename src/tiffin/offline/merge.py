@@ -34,9 +34,40 @@ def _string_like(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+# Full-length temporaries are what the merge pays for on large sources: every fresh
+# array is fresh memory, and first-touching it (page faults; in a VM, host faults too)
+# cost more than the arithmetic. So codes are built in place, and what must be derived
+# per source row is derived in blocks of this many rows, whose buffers stay warm.
+_BLOCK = 1 << 18
+
+
+def _blocks(n: int):
+    for start in range(0, n, _BLOCK):
+        yield start, min(start + _BLOCK, n)
+
+
+def _owned_int64(col: pa.ChunkedArray) -> np.ndarray:
+    """A column as an int64 array this code may overwrite (a copy only when needed)."""
+    a = col.to_numpy()
+    if a.dtype != np.int64 or not a.flags.writeable:
+        a = a.astype(np.int64)
+    return a
+
+
 def _key_codes(src: list[pa.ChunkedArray], ent: list[pa.ChunkedArray]
                ) -> tuple[np.ndarray, np.ndarray, int] | None:
     """Integer codes for the join keys of both sides (entity -1: key not in the source)."""
+    if len(src) == 1 and _int_like(src[0].type) and _int_like(ent[0].type):
+        # One integer key (the common case): its offset from the smallest source key is
+        # the code, made in place in the one array the column becomes.
+        s_code = _owned_int64(src[0])
+        lo, hi = int(s_code.min()), int(s_code.max())
+        if _bits(hi - lo + 1) > 40:
+            return None
+        s_code -= lo
+        e_code = pc.fill_null(ent[0], lo - 1).to_numpy().astype(np.int64) - lo
+        e_code[(e_code < 0) | (e_code > hi - lo)] = -1
+        return s_code, e_code, _bits(hi - lo)
     s_code = np.zeros(len(src[0]), np.int64)
     e_code = np.zeros(len(ent[0]), np.int64)
     e_bad = np.zeros(len(ent[0]), bool)
@@ -68,19 +99,19 @@ def _key_codes(src: list[pa.ChunkedArray], ent: list[pa.ChunkedArray]
     return s_code, e_code, _bits(width - 1)
 
 
-def _time_codes(src_ts: np.ndarray, ent_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    lo = int(src_ts.min())
-    off = src_ts - lo
-    unit = 1
-    for unit in _UNITS:
-        if unit == 1 or not np.any(off % unit):
+def _time_unit(src_ts: np.ndarray) -> tuple[int, int, int]:
+    """(smallest time, unit, largest time in units above it) for the source times."""
+    lo, hi = int(src_ts.min()), int(src_ts.max())
+    units = [u for u in _UNITS if u > 1]
+    buf = np.empty(min(_BLOCK, src_ts.size), np.int64)
+    for a, b in _blocks(src_ts.size):
+        if not units:
             break
-    s_t = off // unit
-    top = int(s_t.max())
-    # Every source time is lo + k*unit, so s <= e  <=>  k <= floor((e - lo) / unit).
-    e_t = np.floor_divide(ent_ts - lo, unit)
-    np.minimum(e_t, top, out=e_t)
-    return s_t, e_t, _bits(top)
+        seg = buf[:b - a]
+        np.subtract(src_ts[a:b], lo, out=seg)
+        units = [u for u in units if not np.any(np.remainder(seg, u))]
+    unit = units[0] if units else 1
+    return lo, unit, (hi - lo) // unit
 
 
 def point_in_time_indices(src_keys: list[pa.ChunkedArray], src_ts: np.ndarray,
@@ -100,18 +131,29 @@ def point_in_time_indices(src_keys: list[pa.ChunkedArray], src_ts: np.ndarray,
     if codes is None:
         return None
     s_code, e_code, k_bits = codes
-    s_t, e_t, t_bits = _time_codes(src_ts, ent_ts)
+    t_lo, unit, top = _time_unit(src_ts)
+    t_bits = _bits(top)
+    # Every source time is t_lo + k*unit, so s <= e  <=>  k <= floor((e - t_lo) / unit).
+    e_t = np.floor_divide(ent_ts - t_lo, unit)
+    np.minimum(e_t, top, out=e_t)
     i_bits, j_bits = _bits(n_src - 1), _bits(n_ent - 1)
     if k_bits + t_bits + max(i_bits, j_bits) > BITS:
         return None
     i_mask, j_mask = (1 << i_bits) - 1, (1 << j_bits) - 1
 
-    # In place: these arrays are as long as the source, so every temporary costs.
+    # key | time | row, into the key codes' own array; time and row index a block at a time.
     s_code <<= t_bits + i_bits
-    s_t <<= i_bits
-    s_code |= s_t
-    del s_t
-    s_code |= np.arange(n_src)
+    buf = np.empty(min(_BLOCK, n_src), np.int64)
+    for a, b in _blocks(n_src):
+        seg = buf[:b - a]
+        np.subtract(src_ts[a:b], t_lo, out=seg)
+        if unit > 1:
+            np.floor_divide(seg, unit, out=seg)
+        seg <<= i_bits
+        s_code[a:b] |= seg
+        seg[:] = np.arange(a, b)
+        s_code[a:b] |= seg
+    del buf
     _sort(s_code)
     S = s_code
     rows = np.flatnonzero(ent_valid & (e_code >= 0) & (e_t >= 0))
@@ -141,16 +183,20 @@ def _break_ties(S: np.ndarray, i_bits: int, hit: np.ndarray, src: np.ndarray,
                 created: np.ndarray | None) -> np.ndarray:
     """Among source rows with the same key and time, prefer the newest created (then the
     last in the source), as the SQL form does. Ties are rare, so only they are sorted."""
-    group = S >> i_bits
-    dup = np.flatnonzero(group[1:] == group[:-1])
+    # Neighbours in the same group, found a block at a time (no full-length temporaries).
+    found = []
+    for a, b in _blocks(S.size - 1):
+        g = S[a:b + 1] >> i_bits
+        found.append(np.flatnonzero(g[1:] == g[:-1]) + a)
+    dup = np.concatenate(found) if found else np.zeros(0, np.int64)
     if dup.size == 0:
         return src
     tied = np.unique(np.concatenate([dup, dup + 1]))
     idx = S[tied] & ((1 << i_bits) - 1)
     rank = created[idx] if created is not None else np.zeros(len(idx), np.int64)
-    order = np.lexsort((idx, rank, group[tied]))
+    order = np.lexsort((idx, rank, S[tied] >> i_bits))
     ordered = tied[order]
-    g = group[ordered]
+    g = S[ordered] >> i_bits
     last = np.flatnonzero(np.r_[g[1:] != g[:-1], True])
     winners_group, winners = g[last], S[ordered[last]] & ((1 << i_bits) - 1)
     at = np.searchsorted(winners_group, hit >> i_bits)
