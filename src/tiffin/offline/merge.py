@@ -102,15 +102,18 @@ def _key_codes(src: list[pa.ChunkedArray], ent: list[pa.ChunkedArray]
 def _time_unit(src_ts: np.ndarray) -> tuple[int, int, int]:
     """(smallest time, unit, largest time in units above it) for the source times."""
     lo, hi = int(src_ts.min()), int(src_ts.max())
-    units = [u for u in _UNITS if u > 1]
+    # Coarsest first; each unit is a multiple of the finer ones, so the first that divides
+    # a block is the block's, and usually one remainder per block settles it.
+    units = list(_UNITS)
     buf = np.empty(min(_BLOCK, src_ts.size), np.int64)
     for a, b in _blocks(src_ts.size):
-        if not units:
+        if len(units) == 1:
             break
         seg = buf[:b - a]
         np.subtract(src_ts[a:b], lo, out=seg)
-        units = [u for u in units if not np.any(np.remainder(seg, u))]
-    unit = units[0] if units else 1
+        while len(units) > 1 and np.any(np.remainder(seg, units[0])):
+            units.pop(0)
+    unit = units[0]
     return lo, unit, (hi - lo) // unit
 
 
@@ -218,9 +221,14 @@ def micros(col: pa.ChunkedArray | pa.Array, null: int | None = None) -> np.ndarr
 
 
 def take(col: pa.ChunkedArray, idx: np.ndarray, missing: np.ndarray) -> pa.Array:
-    """``col[idx]`` with nulls where ``missing``; numpy's gather for null-free fixed-width
-    columns (several times faster than Arrow's take across many chunks)."""
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    """``col[idx]`` with nulls where ``missing``. A column of many chunks is gathered chunk
+    by chunk by Arrow: concatenating it first would copy every source row (a fresh array
+    as long as the source, per feature) to pick the few matched ones. A single chunk of
+    null-free numbers goes through numpy's gather, the fastest there."""
+    if col.num_chunks != 1:
+        out = col.take(pa.array(idx, mask=missing))
+        return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+    arr = col.chunk(0)
     t = arr.type
     if arr.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
         values = arr.to_numpy()[np.where(missing, 0, idx)] if len(arr) else \

@@ -293,7 +293,7 @@ class DuckDBOfflineStore(OfflineStore):
                                                buckets=-(-rows // target))
             with self.connect() as con:
                 try:
-                    src = con.sql(join.source_query(dialect, v)).to_arrow_table()
+                    src = con.sql(join.source_query(dialect, v, epoch_us=True)).to_arrow_table()
                 except duckdb.Error as e:
                     raise BackendError(f"reading a source failed: {_first_line(e)}") from None
             return _merge_view(src, v, [entity.column(c) for c in v.entity_keys], ent_ts,
@@ -350,7 +350,7 @@ class DuckDBOfflineStore(OfflineStore):
                 if rows.size:
                     # The same source query, pruned to what these entity times can match.
                     sub = replace(join, min_ts=from_micros(lo), max_ts=from_micros(hi))
-                    yield rows, sub.source_query(d, v)
+                    yield rows, sub.source_query(d, v, epoch_us=True)
 
         return self._merge_chunked(entity, v, ent_ts, ent_valid, parts())
 
@@ -361,7 +361,7 @@ class DuckDBOfflineStore(OfflineStore):
         keys = self._int_keys(entity.column(v.entity_keys[0]))
         assert keys is not None  # _key_chunks said so
         values, known = keys
-        source = join.source_query(d, v)
+        source = join.source_query(d, v, epoch_us=True)
         key = d.quote("k0")
 
         def parts():
@@ -459,7 +459,7 @@ class DuckDBOfflineStore(OfflineStore):
         tmp = tempfile.mkdtemp(prefix="tiffin-pit-", dir=self.config.temp_directory)
         try:
             with self.connect() as con:
-                source = join.source_query(d, v)
+                source = join.source_query(d, v, epoch_us=True)
                 try:
                     key_types = con.sql(f"SELECT {', '.join(keys)} FROM ({source}) AS s LIMIT 0"
                                         ).types
