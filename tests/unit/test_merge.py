@@ -102,3 +102,34 @@ def test_sort_of_sorted_runs_equals_a_plain_sort(runs):
     got = a.copy()
     merge._sort(got)
     assert np.array_equal(got, np.sort(a))
+
+
+@pytest.mark.parametrize("block", [3, 7, 1 << 18])
+@pytest.mark.parametrize("ttl", [None, 25])
+def test_indices_from_chunks_equal_indices_from_arrays(monkeypatch, block, ttl):
+    # The merge reads ChunkedArray columns a block at a time; blocks that straddle chunk
+    # boundaries, created-time ties (with nulls) and ttl must give what arrays give.
+    rng = np.random.default_rng(7)
+    n = 200
+    keys = np.sort(rng.integers(5, 40, n))
+    ts = rng.integers(0, 12, n) * 10
+    created = rng.integers(0, 3, n).astype(np.int64)
+    created_null = rng.random(n) < 0.2
+    ent_keys = [pa.chunked_array([pa.array(rng.integers(0, 45, 300))])]
+    ent_ts = rng.integers(-5, 130, 300).astype(np.int64)
+    valid = rng.random(300) > 0.05
+
+    def chunked(values, mask=None):
+        cuts = [0, 1, 50, 51, 120, n]
+        return pa.chunked_array([pa.array(values[a:b], pa.int64(),
+                                          mask=None if mask is None else mask[a:b])
+                                 for a, b in zip(cuts, cuts[1:])])
+
+    filled = np.where(created_null, -(2**63), created)
+    want = merge.point_in_time_indices([chunked(keys)], ts.astype(np.int64), filled, ent_keys,
+                                       ent_ts, valid, ttl)
+    monkeypatch.setattr(merge, "_BLOCK", block)
+    got = merge.point_in_time_indices([chunked(keys)], chunked(ts), chunked(created, created_null),
+                                      ent_keys, ent_ts, valid, ttl)
+    assert got.tolist() == want.tolist()
+    assert (got >= 0).any()

@@ -57,17 +57,6 @@ def _owned_int64(col: pa.ChunkedArray) -> np.ndarray:
 def _key_codes(src: list[pa.ChunkedArray], ent: list[pa.ChunkedArray]
                ) -> tuple[np.ndarray, np.ndarray, int] | None:
     """Integer codes for the join keys of both sides (entity -1: key not in the source)."""
-    if len(src) == 1 and _int_like(src[0].type) and _int_like(ent[0].type):
-        # One integer key (the common case): its offset from the smallest source key is
-        # the code, made in place in the one array the column becomes.
-        s_code = _owned_int64(src[0])
-        lo, hi = int(s_code.min()), int(s_code.max())
-        if _bits(hi - lo + 1) > 40:
-            return None
-        s_code -= lo
-        e_code = pc.fill_null(ent[0], lo - 1).to_numpy().astype(np.int64) - lo
-        e_code[(e_code < 0) | (e_code > hi - lo)] = -1
-        return s_code, e_code, _bits(hi - lo)
     s_code = np.zeros(len(src[0]), np.int64)
     e_code = np.zeros(len(ent[0]), np.int64)
     e_bad = np.zeros(len(ent[0]), bool)
@@ -99,41 +88,89 @@ def _key_codes(src: list[pa.ChunkedArray], ent: list[pa.ChunkedArray]
     return s_code, e_code, _bits(width - 1)
 
 
-def _time_unit(src_ts: np.ndarray) -> tuple[int, int, int]:
+def _block(col: np.ndarray | pa.ChunkedArray, a: int, b: int) -> np.ndarray:
+    """Rows [a, b) of a column as int64 numpy: a view into a chunk when the block lies in
+    one, else a copy of just the block (never the whole column)."""
+    if isinstance(col, np.ndarray):
+        return col[a:b]
+    return col.slice(a, b - a).to_numpy().astype(np.int64, copy=False)
+
+
+def _min_max(col: np.ndarray | pa.ChunkedArray) -> tuple[int, int]:
+    if isinstance(col, np.ndarray):
+        return int(col.min()), int(col.max())
+    mm = pc.min_max(col)
+    return int(mm["min"].as_py()), int(mm["max"].as_py())
+
+
+def _at(col: np.ndarray | pa.ChunkedArray, idx: np.ndarray, null: int) -> np.ndarray:
+    """``col[idx]`` as int64, nulls as ``null``."""
+    if isinstance(col, np.ndarray):
+        return col[idx]
+    return micros(col.take(pa.array(idx)), null=null)
+
+
+def _time_unit(src_ts: np.ndarray | pa.ChunkedArray) -> tuple[int, int, int]:
     """(smallest time, unit, largest time in units above it) for the source times."""
-    lo, hi = int(src_ts.min()), int(src_ts.max())
+    lo, hi = _min_max(src_ts)
     # Coarsest first; each unit is a multiple of the finer ones, so the first that divides
     # a block is the block's, and usually one remainder per block settles it.
     units = list(_UNITS)
-    buf = np.empty(min(_BLOCK, src_ts.size), np.int64)
-    for a, b in _blocks(src_ts.size):
+    n = len(src_ts)
+    buf = np.empty(min(_BLOCK, n), np.int64)
+    for a, b in _blocks(n):
         if len(units) == 1:
             break
         seg = buf[:b - a]
-        np.subtract(src_ts[a:b], lo, out=seg)
+        np.subtract(_block(src_ts, a, b), lo, out=seg)
         while len(units) > 1 and np.any(np.remainder(seg, units[0])):
             units.pop(0)
     unit = units[0]
     return lo, unit, (hi - lo) // unit
 
 
-def point_in_time_indices(src_keys: list[pa.ChunkedArray], src_ts: np.ndarray,
-                          src_created: np.ndarray | None, ent_keys: list[pa.ChunkedArray],
-                          ent_ts: np.ndarray, ent_valid: np.ndarray, ttl_us: int | None
-                          ) -> np.ndarray | None:
+def _one_int_key(src: list[pa.ChunkedArray], ent: list[pa.ChunkedArray]
+                 ) -> tuple[int, np.ndarray, int] | None:
+    """For one integer key (the common case): (smallest source key, entity codes, bits).
+    A source row's code is its offset from that key, written straight into the packed
+    codes a block at a time, so the key column is never copied whole."""
+    if len(src) != 1 or not (_int_like(src[0].type) and _int_like(ent[0].type)):
+        return None
+    if pa.types.is_uint64(src[0].type):
+        return None  # may not fit int64: the general path decides
+    lo, hi = _min_max(src[0])
+    if _bits(hi - lo + 1) > 40:
+        return None  # the general path gives up too: SQL decides
+    e_code = pc.fill_null(ent[0], lo - 1).to_numpy().astype(np.int64) - lo
+    e_code[(e_code < 0) | (e_code > hi - lo)] = -1
+    return lo, e_code, _bits(hi - lo)
+
+
+def point_in_time_indices(src_keys: list[pa.ChunkedArray],
+                          src_ts: np.ndarray | pa.ChunkedArray,
+                          src_created: np.ndarray | pa.ChunkedArray | None,
+                          ent_keys: list[pa.ChunkedArray], ent_ts: np.ndarray,
+                          ent_valid: np.ndarray, ttl_us: int | None) -> np.ndarray | None:
     """For each entity row, the index of its source row or -1; None if it does not fit.
 
-    ``src_ts``/``ent_ts`` are epoch microseconds; ``src_created`` too, with nulls as the
-    smallest int64. Source rows must have non-null keys and times.
+    ``src_ts``/``ent_ts`` are epoch microseconds, ``src_created`` too (nulls as the
+    smallest int64 in an array; a ChunkedArray may keep them null); the source columns
+    as int64 numpy arrays or ChunkedArrays (read in blocks, never concatenated). Source
+    rows must have non-null keys and times.
     """
     n_src, n_ent = len(src_ts), len(ent_ts)
     out = np.full(n_ent, -1, np.int64)
     if n_src == 0 or n_ent == 0:
         return out
-    codes = _key_codes(src_keys, ent_keys)
-    if codes is None:
-        return None
-    s_code, e_code, k_bits = codes
+    one = _one_int_key(src_keys, ent_keys)
+    if one is not None:
+        k_lo, e_code, k_bits = one
+        s_code = None
+    else:
+        codes = _key_codes(src_keys, ent_keys)
+        if codes is None:
+            return None
+        s_code, e_code, k_bits = codes
     t_lo, unit, top = _time_unit(src_ts)
     t_bits = _bits(top)
     # Every source time is t_lo + k*unit, so s <= e  <=>  k <= floor((e - t_lo) / unit).
@@ -144,18 +181,25 @@ def point_in_time_indices(src_keys: list[pa.ChunkedArray], src_ts: np.ndarray,
         return None
     i_mask, j_mask = (1 << i_bits) - 1, (1 << j_bits) - 1
 
-    # key | time | row, into the key codes' own array; time and row index a block at a time.
-    s_code <<= t_bits + i_bits
+    # key | time | row, a block at a time into one array: the only one as long as the
+    # source that the merge allocates (besides the sort's buffer).
+    if s_code is None:
+        s_code = np.empty(n_src, np.int64)
+    else:
+        s_code <<= t_bits + i_bits
     buf = np.empty(min(_BLOCK, n_src), np.int64)
     for a, b in _blocks(n_src):
-        seg = buf[:b - a]
-        np.subtract(src_ts[a:b], t_lo, out=seg)
+        seg, codes = buf[:b - a], s_code[a:b]
+        if one is not None:
+            np.subtract(_block(src_keys[0], a, b), k_lo, out=codes)
+            codes <<= t_bits + i_bits
+        np.subtract(_block(src_ts, a, b), t_lo, out=seg)
         if unit > 1:
             np.floor_divide(seg, unit, out=seg)
         seg <<= i_bits
-        s_code[a:b] |= seg
+        codes |= seg
         seg[:] = np.arange(a, b)
-        s_code[a:b] |= seg
+        codes |= seg
     del buf
     _sort(s_code)
     S = s_code
@@ -169,7 +213,9 @@ def point_in_time_indices(src_keys: list[pa.ChunkedArray], src_ts: np.ndarray,
     src = hit & i_mask
     src = _break_ties(S, i_bits, hit, src, src_created)
     if ttl_us:
-        ok &= src_ts[src] >= ent_ts[e_rows] - ttl_us
+        # The matched row's time is in its code: no lookup into the source column.
+        hit_ts = t_lo + ((hit >> i_bits) & ((1 << t_bits) - 1)) * unit
+        ok &= hit_ts >= ent_ts[e_rows] - ttl_us
     out[e_rows[ok]] = src[ok]
     return out
 
@@ -183,7 +229,7 @@ def _sort(a: np.ndarray) -> None:
 
 
 def _break_ties(S: np.ndarray, i_bits: int, hit: np.ndarray, src: np.ndarray,
-                created: np.ndarray | None) -> np.ndarray:
+                created: np.ndarray | pa.ChunkedArray | None) -> np.ndarray:
     """Among source rows with the same key and time, prefer the newest created (then the
     last in the source), as the SQL form does. Ties are rare, so only they are sorted."""
     # Neighbours in the same group, found a block at a time (no full-length temporaries).
@@ -196,7 +242,8 @@ def _break_ties(S: np.ndarray, i_bits: int, hit: np.ndarray, src: np.ndarray,
         return src
     tied = np.unique(np.concatenate([dup, dup + 1]))
     idx = S[tied] & ((1 << i_bits) - 1)
-    rank = created[idx] if created is not None else np.zeros(len(idx), np.int64)
+    rank = _at(created, idx, -(2**63)) if created is not None else \
+        np.zeros(len(idx), np.int64)
     order = np.lexsort((idx, rank, S[tied] >> i_bits))
     ordered = tied[order]
     g = S[ordered] >> i_bits

@@ -695,10 +695,11 @@ def _merge_view(src: pa.Table | None, v: ViewJoin, ent_keys: list[pa.ChunkedArra
     """One view's features for the entity rows, from its (pruned, renamed) source rows."""
     n = len(ent_ts)
     if src is not None and src.num_rows:
-        created = micros(src.column(CREATED_TS), null=-(2**63)) if v.source.created else None
+        # Times stay in their chunks: the merge reads them a block at a time.
+        created = _epoch_chunks(src.column(CREATED_TS)) if v.source.created else None
         idx = point_in_time_indices(
             [src.column(f"k{i}") for i in range(len(v.join_keys))],
-            micros(src.column(EVENT_TS)), created, ent_keys, ent_ts, ent_valid,
+            _epoch_chunks(src.column(EVENT_TS)), created, ent_keys, ent_ts, ent_valid,
             round(v.ttl_seconds * 1_000_000) if v.ttl_seconds else None)
         if idx is None:
             return None
@@ -715,6 +716,16 @@ def _merge_view(src: pa.Table | None, v: ViewJoin, ent_keys: list[pa.ChunkedArra
             col = col.cast(TIMESTAMP)
         out[name] = col
     return out
+
+
+def _epoch_chunks(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A time column as int64 epoch microseconds, chunk for chunk (the merge's source
+    queries already give that; a timestamp column is cast, nulls kept)."""
+    if pa.types.is_timestamp(col.type):
+        if col.type.unit != "us":
+            col = pc.cast(col, pa.timestamp("us", col.type.tz), safe=False)
+        col = pc.cast(col, pa.int64())
+    return col
 
 
 def _in_entity_order(n: int, positions: list[np.ndarray], pieces: list[dict[str, pa.Array]],
