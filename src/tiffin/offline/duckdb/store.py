@@ -5,6 +5,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -51,6 +53,10 @@ class _LazyModule:
 
 
 duckdb: Any = _LazyModule()
+
+
+# Read a chunked merge's next part while merging the current one (see _merge_chunked).
+_PREFETCH = True
 
 
 def _sql_string(s: str) -> str:
@@ -383,21 +389,36 @@ class DuckDBOfflineStore(OfflineStore):
         ent_keys = [entity.column(c) for c in v.entity_keys]
         positions, pieces = [], []
         assigned = np.zeros(entity.num_rows, bool)
-        for rows, query in parts:
-            assigned[rows] = True
+
+        def read(query: str) -> pa.Table:
             with self.connect() as con:
                 try:
-                    src = con.sql(query).to_arrow_table()
+                    return con.sql(query).to_arrow_table()
                 except duckdb.Error as e:
                     raise BackendError(f"reading a source failed: {_first_line(e)}") from None
-            idx_rows = pa.array(rows)
-            part = _merge_view(src, v, [k.take(idx_rows) for k in ent_keys], ent_ts[rows],
-                               ent_valid[rows])
-            del src
-            if part is None:
-                return None
-            positions.append(rows)
-            pieces.append(part)
+
+        todo = list(parts)
+        # The next part is read (DuckDB, off the GIL) while this one merges (numpy, mostly
+        # off it too): two cores both busy, at the cost of one more part in memory.
+        with ThreadPoolExecutor(1) if _PREFETCH and len(todo) > 1 else nullcontext() as pool:
+            ahead = pool.submit(read, todo[0][1]) if pool else None
+            for i, (rows, query) in enumerate(todo):
+                assigned[rows] = True
+                if pool:
+                    src = ahead.result()
+                    ahead = pool.submit(read, todo[i + 1][1]) if i + 1 < len(todo) else None
+                else:
+                    src = read(query)
+                idx_rows = pa.array(rows)
+                part = _merge_view(src, v, [k.take(idx_rows) for k in ent_keys], ent_ts[rows],
+                                   ent_valid[rows])
+                del src
+                if part is None:
+                    if ahead is not None:
+                        ahead.cancel()
+                    return None
+                positions.append(rows)
+                pieces.append(part)
         rest = np.flatnonzero(~assigned)
         if rest.size or not pieces:
             idx_rows = pa.array(rest)
