@@ -280,3 +280,13 @@ def test_materialize_of_a_large_source_reads_newest_rows_first(tmp_path, monkeyp
     want = plain.get_online_features(FEATURES, keys).to_dict(include_event_timestamps=True)
     assert got == want
     assert got["city"][-3:-1] == ["old", "old"] and got["rate"][-1] is None
+
+
+def test_distinct_dense_and_sparse_values():
+    from tiffin.offline.duckdb.store import _distinct
+
+    rng = np.random.default_rng(3)
+    dense = rng.integers(-50, 50, 1_000)  # marks
+    sparse = rng.integers(-(2**62), 2**62, 1_000)  # sort
+    for values in (dense, sparse, np.array([7]), np.zeros(0, np.int64)):
+        assert _distinct(values).tolist() == sorted(set(values.tolist()))
