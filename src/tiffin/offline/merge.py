@@ -225,6 +225,8 @@ def _sort(a: np.ndarray) -> None:
     row group, in whatever order the scan threads finish): timsort merges those in
     linear time where quicksort would start over; on other data quicksort is faster."""
     runs = np.count_nonzero(a[1:] < a[:-1]) + 1
+    if runs == 1:
+        return  # read in key order (see _merge_key_chunked): nothing to do
     a.sort(kind="stable" if runs <= max(64, a.size >> 14) else "quicksort")
 
 

@@ -385,19 +385,25 @@ class DuckDBOfflineStore(OfflineStore):
                     yield rows, (f"SELECT * FROM ({source}) AS s "
                                  f"WHERE {key} BETWEEN {lo} AND {hi}")
 
-        return self._merge_chunked(entity, v, ent_ts, ent_valid, parts())
+        # In file order, a source sorted by key and time gives its codes already sorted:
+        # the merge's sort becomes one check (scan threads finishing out of order would
+        # otherwise hand it a run per row group to merge).
+        return self._merge_chunked(entity, v, ent_ts, ent_valid, parts(), in_order=True)
 
     def _merge_chunked(self, entity: pa.Table, v: ViewJoin, ent_ts: np.ndarray,
-                       ent_valid: np.ndarray, parts: Any) -> dict[str, pa.Array] | None:
+                       ent_valid: np.ndarray, parts: Any, in_order: bool = False
+                       ) -> dict[str, pa.Array] | None:
         """Merge disjoint sets of entity rows, each against the source rows its query
         reads; ``parts`` yields (entity row positions, source query). Entity rows in no
-        part cannot match anything and get nulls."""
+        part cannot match anything and get nulls. ``in_order``: read rows in file order."""
         ent_keys = [entity.column(c) for c in v.entity_keys]
         positions, pieces = [], []
         assigned = np.zeros(entity.num_rows, bool)
 
         def read(query: str) -> pa.Table:
             with self.connect() as con:
+                if in_order:
+                    con.execute("SET preserve_insertion_order = true")
                 try:
                     return con.sql(query).to_arrow_table()
                 except duckdb.Error as e:
