@@ -162,13 +162,13 @@ def test_key_ranges_read_only_their_row_groups(tmp_path, monkeypatch):
     read: list[int] = []
     real = DuckDBOfflineStore._merge_chunked
 
-    def spy(self, entity, v, ent_ts, ent_valid, parts):
+    def spy(self, entity, v, ent_ts, ent_valid, parts, **kw):
         def counted():
             for rows, query in parts:
                 with self.connect() as con:
                     read.append(con.sql(f"SELECT COUNT(*) FROM ({query}) AS q").fetchall()[0][0])
                 yield rows, query
-        return real(self, entity, v, ent_ts, ent_valid, counted())
+        return real(self, entity, v, ent_ts, ent_valid, counted(), **kw)
 
     monkeypatch.setattr(DuckDBOfflineStore, "_merge_chunked", spy)
     got = big.get_historical_features(entity, FEATURES).to_arrow()
