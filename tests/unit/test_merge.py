@@ -133,3 +133,14 @@ def test_indices_from_chunks_equal_indices_from_arrays(monkeypatch, block, ttl):
                                       ent_keys, ent_ts, valid, ttl)
     assert got.tolist() == want.tolist()
     assert (got >= 0).any()
+
+
+@pytest.mark.parametrize("block", [2, 1 << 18])
+def test_time_unit_is_the_coarsest_dividing_every_offset(monkeypatch, block):
+    monkeypatch.setattr(merge, "_BLOCK", block)
+    hour, minute = 3_600_000_000, 60_000_000
+    assert merge._time_unit(np.array([0, 5 * hour, 2 * hour])) == (0, hour, 5)
+    # One offset off the hour, late in the column: the unit drops to minutes.
+    assert merge._time_unit(np.array([7, 7 + hour, 7 + 2 * hour, 7 + 3 * minute])) == (7, minute, 120)
+    assert merge._time_unit(pa.chunked_array([[10, 11], [13]])) == (10, 1, 3)
+    assert merge._time_unit(np.array([-hour, 0, 1_000])) == (-hour, 1_000, 3_600_001)
