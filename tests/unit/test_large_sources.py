@@ -174,13 +174,13 @@ def test_key_ranges_read_only_their_row_groups(tmp_path, monkeypatch):
     read: list[int] = []
     real = DuckDBOfflineStore._merge_chunked
 
-    def spy(self, entity, v, ent_ts, ent_valid, parts):
+    def spy(self, entity, v, ent_ts, ent_valid, parts, **kw):
         def counted():
             for rows, query in parts:
                 with self.connect() as con:
                     read.append(con.sql(f"SELECT COUNT(*) FROM ({query}) AS q").fetchall()[0][0])
                 yield rows, query
-        return real(self, entity, v, ent_ts, ent_valid, counted())
+        return real(self, entity, v, ent_ts, ent_valid, counted(), **kw)
 
     monkeypatch.setattr(DuckDBOfflineStore, "_merge_chunked", spy)
     got = big.get_historical_features(entity, FEATURES).to_arrow()
@@ -292,3 +292,13 @@ def test_materialize_of_a_large_source_reads_newest_rows_first(tmp_path, monkeyp
     want = plain.get_online_features(FEATURES, keys).to_dict(include_event_timestamps=True)
     assert got == want
     assert got["city"][-3:-1] == ["old", "old"] and got["rate"][-1] is None
+
+
+def test_distinct_dense_and_sparse_values():
+    from tiffin.offline.duckdb.store import _distinct
+
+    rng = np.random.default_rng(3)
+    dense = rng.integers(-50, 50, 1_000)  # marks
+    sparse = rng.integers(-(2**62), 2**62, 1_000)  # sort
+    for values in (dense, sparse, np.array([7]), np.zeros(0, np.int64)):
+        assert _distinct(values).tolist() == sorted(set(values.tolist()))

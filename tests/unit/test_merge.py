@@ -102,3 +102,45 @@ def test_sort_of_sorted_runs_equals_a_plain_sort(runs):
     got = a.copy()
     merge._sort(got)
     assert np.array_equal(got, np.sort(a))
+
+
+@pytest.mark.parametrize("block", [3, 7, 1 << 18])
+@pytest.mark.parametrize("ttl", [None, 25])
+def test_indices_from_chunks_equal_indices_from_arrays(monkeypatch, block, ttl):
+    # The merge reads ChunkedArray columns a block at a time; blocks that straddle chunk
+    # boundaries, created-time ties (with nulls) and ttl must give what arrays give.
+    rng = np.random.default_rng(7)
+    n = 200
+    keys = np.sort(rng.integers(5, 40, n))
+    ts = rng.integers(0, 12, n) * 10
+    created = rng.integers(0, 3, n).astype(np.int64)
+    created_null = rng.random(n) < 0.2
+    ent_keys = [pa.chunked_array([pa.array(rng.integers(0, 45, 300))])]
+    ent_ts = rng.integers(-5, 130, 300).astype(np.int64)
+    valid = rng.random(300) > 0.05
+
+    def chunked(values, mask=None):
+        cuts = [0, 1, 50, 51, 120, n]
+        return pa.chunked_array([pa.array(values[a:b], pa.int64(),
+                                          mask=None if mask is None else mask[a:b])
+                                 for a, b in zip(cuts, cuts[1:])])
+
+    filled = np.where(created_null, -(2**63), created)
+    want = merge.point_in_time_indices([chunked(keys)], ts.astype(np.int64), filled, ent_keys,
+                                       ent_ts, valid, ttl)
+    monkeypatch.setattr(merge, "_BLOCK", block)
+    got = merge.point_in_time_indices([chunked(keys)], chunked(ts), chunked(created, created_null),
+                                      ent_keys, ent_ts, valid, ttl)
+    assert got.tolist() == want.tolist()
+    assert (got >= 0).any()
+
+
+@pytest.mark.parametrize("block", [2, 1 << 18])
+def test_time_unit_is_the_coarsest_dividing_every_offset(monkeypatch, block):
+    monkeypatch.setattr(merge, "_BLOCK", block)
+    hour, minute = 3_600_000_000, 60_000_000
+    assert merge._time_unit(np.array([0, 5 * hour, 2 * hour])) == (0, hour, 5)
+    # One offset off the hour, late in the column: the unit drops to minutes.
+    assert merge._time_unit(np.array([7, 7 + hour, 7 + 2 * hour, 7 + 3 * minute])) == (7, minute, 120)
+    assert merge._time_unit(pa.chunked_array([[10, 11], [13]])) == (10, 1, 3)
+    assert merge._time_unit(np.array([-hour, 0, 1_000])) == (-hour, 1_000, 3_600_001)

@@ -216,7 +216,10 @@ def prepare_entity(data: Any, plan: FeaturePlan) -> tuple[pa.Table, str]:
     ts_col = check_entity_columns(table.schema, plan)
     ts = utc_timestamps(table.column(ts_col), ts_col)
     table = table.set_column(names.index(ts_col), ts_col, ts)
-    table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
+    import numpy as np  # a dependency anyway; here only, so importing tiffin stays light
+
+    # From numpy, not a Python range: that took half a second for 2.5M entity rows.
+    table = table.append_column(ROW_ID, pa.array(np.arange(table.num_rows, dtype=np.int64)))
     table = table.append_column(ENTITY_TS, ts.cast(pa.timestamp("us")))
     return table, ts_col
 

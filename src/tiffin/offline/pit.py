@@ -114,6 +114,13 @@ class DuckDBDialect(Dialect):
             return f"make_timestamp(epoch_us(CAST({expr} AS TIMESTAMP WITH TIME ZONE)))"
         return f"CAST({expr} AS TIMESTAMP)"
 
+    def as_epoch_us(self, expr: str, zoned: bool) -> str:
+        # Epoch microseconds are all the in-memory merge needs of a time; the round trip
+        # back to a TIMESTAMP (make_timestamp above) cost a fifth of reading a large source.
+        if zoned:
+            return f"epoch_us(CAST({expr} AS TIMESTAMP WITH TIME ZONE))"
+        return f"epoch_us(CAST({expr} AS TIMESTAMP))"
+
     def recency_key(self, event_ts: str, created_ts: str | None) -> str:
         """One sortable number for (event_ts, created_ts), null created lowest.
 
@@ -172,15 +179,18 @@ class PointInTimeJoin:
     def _order_by(self) -> str:
         return f" ORDER BY e.{ROW_ID}" if self.ordered else ""
 
-    def source_query(self, d: Dialect, v: ViewJoin) -> str:
-        """The view's source rows: renamed columns, cast features, pruned to the time range."""
+    def source_query(self, d: Dialect, v: ViewJoin, epoch_us: bool = False) -> str:
+        """The view's source rows: renamed columns, cast features, pruned to the time range.
+        ``epoch_us``: event and created times as BIGINT epoch microseconds (``d`` must have
+        ``as_epoch_us``), for the in-memory merge, which compares nothing else."""
         q = d.quote
         src = v.source
         zoned = _is_zoned(src, src.timestamp)
+        as_time = d.as_epoch_us if epoch_us else d.as_utc  # type: ignore[attr-defined]
         cols = [f"{q(src.columns[k])} AS {q('k' + str(i))}" for i, k in enumerate(v.join_keys)]
-        cols.append(f"{d.as_utc(q(src.timestamp), zoned)} AS {EVENT_TS}")
+        cols.append(f"{as_time(q(src.timestamp), zoned)} AS {EVENT_TS}")
         if src.created:
-            cols.append(f"{d.as_utc(q(src.created), _is_zoned(src, src.created))} "
+            cols.append(f"{as_time(q(src.created), _is_zoned(src, src.created))} "
                         f"AS {CREATED_TS}")
         for i, (logical, _, dtype) in enumerate(v.features):
             raw = src.columns[logical]

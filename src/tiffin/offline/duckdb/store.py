@@ -5,6 +5,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -51,6 +53,10 @@ class _LazyModule:
 
 
 duckdb: Any = _LazyModule()
+
+
+# Read a chunked merge's next part while merging the current one (see _merge_chunked).
+_PREFETCH = True
 
 
 def _sql_string(s: str) -> str:
@@ -295,7 +301,7 @@ class DuckDBOfflineStore(OfflineStore):
                                                buckets=-(-rows // target))
             with self.connect() as con:
                 try:
-                    src = con.sql(join.source_query(dialect, v)).to_arrow_table()
+                    src = con.sql(join.source_query(dialect, v, epoch_us=True)).to_arrow_table()
                 except duckdb.Error as e:
                     raise BackendError(f"reading a source failed: {_first_line(e)}") from None
             return _merge_view(src, v, [entity.column(c) for c in v.entity_keys], ent_ts,
@@ -330,6 +336,12 @@ class DuckDBOfflineStore(OfflineStore):
         if stats is None:
             return None
         n_rows, mins, maxs = stats
+        # A source not clustered by time fails on any one entity time (it alone needs more
+        # than target rows): a few samples tell before the sort of every entity time does.
+        sample = ent_ts[ent_valid][:: max(1, int(ent_valid.sum()) // 16)]
+        for t in sample.tolist():
+            if int(n_rows[(maxs >= t - ttl) & (mins <= t)].sum()) > target_rows:
+                return None
         times = _distinct(ent_ts[ent_valid])
         if times.size == 0:
             return None
@@ -352,7 +364,7 @@ class DuckDBOfflineStore(OfflineStore):
                 if rows.size:
                     # The same source query, pruned to what these entity times can match.
                     sub = replace(join, min_ts=from_micros(lo), max_ts=from_micros(hi))
-                    yield rows, sub.source_query(d, v)
+                    yield rows, sub.source_query(d, v, epoch_us=True)
 
         return self._merge_chunked(entity, v, ent_ts, ent_valid, parts())
 
@@ -363,7 +375,7 @@ class DuckDBOfflineStore(OfflineStore):
         keys = self._int_keys(entity.column(v.entity_keys[0]))
         assert keys is not None  # _key_chunks said so
         values, known = keys
-        source = join.source_query(d, v)
+        source = join.source_query(d, v, epoch_us=True)
         key = d.quote("k0")
 
         def parts():
@@ -375,31 +387,52 @@ class DuckDBOfflineStore(OfflineStore):
                     yield rows, (f"SELECT * FROM ({source}) AS s "
                                  f"WHERE {key} BETWEEN {lo} AND {hi}")
 
-        return self._merge_chunked(entity, v, ent_ts, ent_valid, parts())
+        # In file order, a source sorted by key and time gives its codes already sorted:
+        # the merge's sort becomes one check (scan threads finishing out of order would
+        # otherwise hand it a run per row group to merge).
+        return self._merge_chunked(entity, v, ent_ts, ent_valid, parts(), in_order=True)
 
     def _merge_chunked(self, entity: pa.Table, v: ViewJoin, ent_ts: np.ndarray,
-                       ent_valid: np.ndarray, parts: Any) -> dict[str, pa.Array] | None:
+                       ent_valid: np.ndarray, parts: Any, in_order: bool = False
+                       ) -> dict[str, pa.Array] | None:
         """Merge disjoint sets of entity rows, each against the source rows its query
         reads; ``parts`` yields (entity row positions, source query). Entity rows in no
-        part cannot match anything and get nulls."""
+        part cannot match anything and get nulls. ``in_order``: read rows in file order."""
         ent_keys = [entity.column(c) for c in v.entity_keys]
         positions, pieces = [], []
         assigned = np.zeros(entity.num_rows, bool)
-        for rows, query in parts:
-            assigned[rows] = True
+
+        def read(query: str) -> pa.Table:
             with self.connect() as con:
+                if in_order:
+                    con.execute("SET preserve_insertion_order = true")
                 try:
-                    src = con.sql(query).to_arrow_table()
+                    return con.sql(query).to_arrow_table()
                 except duckdb.Error as e:
                     raise BackendError(f"reading a source failed: {_first_line(e)}") from None
-            idx_rows = pa.array(rows)
-            part = _merge_view(src, v, [k.take(idx_rows) for k in ent_keys], ent_ts[rows],
-                               ent_valid[rows])
-            del src
-            if part is None:
-                return None
-            positions.append(rows)
-            pieces.append(part)
+
+        todo = list(parts)
+        # The next part is read (DuckDB, off the GIL) while this one merges (numpy, mostly
+        # off it too): two cores both busy, at the cost of one more part in memory.
+        with ThreadPoolExecutor(1) if _PREFETCH and len(todo) > 1 else nullcontext() as pool:
+            ahead = pool.submit(read, todo[0][1]) if pool else None
+            for i, (rows, query) in enumerate(todo):
+                assigned[rows] = True
+                if pool:
+                    src = ahead.result()
+                    ahead = pool.submit(read, todo[i + 1][1]) if i + 1 < len(todo) else None
+                else:
+                    src = read(query)
+                idx_rows = pa.array(rows)
+                part = _merge_view(src, v, [k.take(idx_rows) for k in ent_keys], ent_ts[rows],
+                                   ent_valid[rows])
+                del src
+                if part is None:
+                    if ahead is not None:
+                        ahead.cancel()
+                    return None
+                positions.append(rows)
+                pieces.append(part)
         rest = np.flatnonzero(~assigned)
         if rest.size or not pieces:
             idx_rows = pa.array(rest)
@@ -461,7 +494,7 @@ class DuckDBOfflineStore(OfflineStore):
         tmp = tempfile.mkdtemp(prefix="tiffin-pit-", dir=self.config.temp_directory)
         try:
             with self.connect() as con:
-                source = join.source_query(d, v)
+                source = join.source_query(d, v, epoch_us=True)
                 try:
                     key_types = con.sql(f"SELECT {', '.join(keys)} FROM ({source}) AS s LIMIT 0"
                                         ).types
@@ -662,8 +695,16 @@ def _split_by_bucket(reader: pa.RecordBatchReader, buckets: int, tmp: str
 def _distinct(values: np.ndarray) -> np.ndarray:
     """Sorted distinct values; np.unique hashes int64 (numpy 2.3+), several times slower
     than a sort for millions of timestamps."""
+    if values.size == 0:
+        return values
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo < 4 * values.size:
+        # Dense integers (entity keys, mostly): one mark per value instead of a sort.
+        seen = np.zeros(hi - lo + 1, bool)
+        seen[values - lo] = True
+        return np.flatnonzero(seen) + lo
     values = np.sort(values)
-    return values[np.r_[True, values[1:] != values[:-1]]] if values.size else values
+    return values[np.r_[True, values[1:] != values[:-1]]]
 
 
 def _ranges(values: np.ndarray, n_rows: np.ndarray, mins: np.ndarray, maxs: np.ndarray,
@@ -697,10 +738,11 @@ def _merge_view(src: pa.Table | None, v: ViewJoin, ent_keys: list[pa.ChunkedArra
     """One view's features for the entity rows, from its (pruned, renamed) source rows."""
     n = len(ent_ts)
     if src is not None and src.num_rows:
-        created = micros(src.column(CREATED_TS), null=-(2**63)) if v.source.created else None
+        # Times stay in their chunks: the merge reads them a block at a time.
+        created = _epoch_chunks(src.column(CREATED_TS)) if v.source.created else None
         idx = point_in_time_indices(
             [src.column(f"k{i}") for i in range(len(v.join_keys))],
-            micros(src.column(EVENT_TS)), created, ent_keys, ent_ts, ent_valid,
+            _epoch_chunks(src.column(EVENT_TS)), created, ent_keys, ent_ts, ent_valid,
             round(v.ttl_seconds * 1_000_000) if v.ttl_seconds else None)
         if idx is None:
             return None
@@ -717,6 +759,16 @@ def _merge_view(src: pa.Table | None, v: ViewJoin, ent_keys: list[pa.ChunkedArra
             col = col.cast(TIMESTAMP)
         out[name] = col
     return out
+
+
+def _epoch_chunks(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A time column as int64 epoch microseconds, chunk for chunk (the merge's source
+    queries already give that; a timestamp column is cast, nulls kept)."""
+    if pa.types.is_timestamp(col.type):
+        if col.type.unit != "us":
+            col = pc.cast(col, pa.timestamp("us", col.type.tz), safe=False)
+        col = pc.cast(col, pa.int64())
+    return col
 
 
 def _in_entity_order(n: int, positions: list[np.ndarray], pieces: list[dict[str, pa.Array]],
