@@ -93,3 +93,44 @@ def test_each_loops_pool_connections_are_closed_when_its_loop_ends(tmp_path):
     finally:
         world.store.online_store.teardown(world.store.list_feature_views())
         world.store.close()
+
+
+
+def test_close_returns_while_another_threads_loop_is_busy(tmp_path):
+    """close() cannot wait forever for a loop that is stuck: it gives up after the
+    connect timeout, and the pool it handed over closes once that loop runs again."""
+    import threading
+    import time
+
+    backend = next(b for b in ONLINE_BACKENDS if b.name == "postgres-async")
+    world = OnlineWorld(tmp_path, backend)
+    online = world.store.online_store
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever)
+    runner.start()
+    release = threading.Event()
+    try:
+        world.write("driver_stats", [{"driver_id": 1, "__event_ts": NOW - timedelta(minutes=1),
+                                      "i64": 7}])
+        read = asyncio.run_coroutine_threadsafe(world.store.get_online_features_async(
+            ["driver_stats:i64"], [{"driver_id": 1}]), loop)
+        assert read.result(30).to_dict()["i64"] == [7]
+        (pool,) = online._async_pools.values()
+        loop.call_soon_threadsafe(release.wait, 60)  # the loop blocks until released
+        started = time.monotonic()
+        online.close()  # neither raises nor hangs
+        assert time.monotonic() - started < online.config.connect_timeout_seconds + 15
+        assert not pool.closed and online._async_pools == {}
+        release.set()
+        deadline = time.monotonic() + 20
+        while not pool.closed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.closed
+    finally:
+        release.set()
+        asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(30)
+        loop.close()
+        online.teardown(world.store.list_feature_views())
+        world.store.close()

@@ -16,6 +16,7 @@ serves other requests.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import threading
@@ -229,8 +230,13 @@ class PostgreSQLOnlineStore(OnlineStore):
                 self._closing.add(task)  # (a task nobody holds may be collected unfinished)
                 task.add_done_callback(self._closing.discard)
             elif loop.is_running():
-                asyncio.run_coroutine_threadsafe(pool.close(), loop).result(
-                    self.config.connect_timeout_seconds + 5)
+                closing = asyncio.run_coroutine_threadsafe(pool.close(), loop)
+                try:
+                    closing.result(self.config.connect_timeout_seconds + 5)
+                except concurrent.futures.TimeoutError:
+                    # That loop is busy (or waits on this thread): its pool closes when the
+                    # loop gets to it, or when the loop ends (its guard); close() returns.
+                    pass
             elif running is None:
                 loop.run_until_complete(pool.close())
             else:  # an idle loop cannot run inside this thread's running one: a thread runs it
