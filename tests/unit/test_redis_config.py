@@ -62,6 +62,9 @@ def test_a_url_still_names_one_server():
     # A ':' typed for the '=': what follows it is the password, never to be shown.
     ({"connection_string": "cache:6379,password:sekrit"}, "numeric port"),
     ({"redis_type": "redis_sentinel", "sentinel_master": ""}, "needs sentinel_master"),
+    # Without brackets, "::1" would read as host ":" and port 1.
+    ({"connection_string": "::1,password=sekrit"}, "in brackets"),
+    ({"redis_type": "redis_cluster", "connection_string": "fe80::1:7000"}, "in brackets"),
     ({"redis_type": "memcached"}, "redis_type"),
 ])
 def test_bad_settings_are_config_errors_that_hide_the_password(section, message):

@@ -64,6 +64,10 @@ class RedisOnlineStoreConfig(BackendConfig):
             if not item:
                 continue
             if "=" not in item:
+                if item.count(":") > 1 and not item.startswith("["):
+                    # "::1" would split into host ":" and port 1: IPv6 needs brackets.
+                    raise ValueError("connection_string: an IPv6 address is written in "
+                                     "brackets with its port, e.g. [::1]:6379")
                 host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
                 try:
                     addresses.append((host.strip("[]") or "localhost", int(port or 6379)))
