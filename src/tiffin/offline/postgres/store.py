@@ -251,6 +251,13 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
         if database is not None:
             database.close()
 
+    def _driver_error(self, what: str, message: str, lost: bool) -> Exception:
+        """A driver's error as a tiffin error: a lost connection is transient (503)."""
+        if lost:
+            return StoreUnavailableError(f"lost the connection to PostgreSQL at "
+                                         f"{self.config.where()} while {what}: {message}")
+        return BackendError(f"PostgreSQL failed while {what}: {message}")
+
     @contextmanager
     def session(self, what: str) -> Iterator[Any]:
         """A connection for one piece of work; driver errors become tiffin errors."""
@@ -258,11 +265,8 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
         try:
             yield con
         except psycopg.Error as e:
-            if isinstance(e, psycopg.OperationalError) and con.broken:
-                raise StoreUnavailableError(f"lost the connection to PostgreSQL at "
-                                            f"{self.config.where()} while {what}: "
-                                            f"{_first_line(e)}") from None
-            raise BackendError(f"PostgreSQL failed while {what}: {_first_line(e)}") from None
+            lost = isinstance(e, psycopg.OperationalError) and con.broken
+            raise self._driver_error(what, _first_line(e), lost) from None
         finally:
             con.close()
 
@@ -274,12 +278,9 @@ class PostgreSQLOfflineStore(OfflineStore, EntityQueries):
             yield con
         except (adbc.Error, OSError) as e:
             message = _adbc_message(e)
-            if any(lost in message for lost in ("FATAL:", "server closed the connection",
-                                                "no connection to the server")):
-                raise StoreUnavailableError(f"lost the connection to PostgreSQL at "
-                                            f"{self.config.where()} while {what}: "
-                                            f"{message}") from None
-            raise BackendError(f"PostgreSQL failed while {what}: {message}") from None
+            lost = any(text in message for text in ("FATAL:", "server closed the connection",
+                                                    "no connection to the server"))
+            raise self._driver_error(what, message, lost) from None
         finally:
             con.close()
 
